@@ -1,0 +1,1 @@
+"""Booking management: resources, rules, reservations, recurrence, quotas, availability, waitlist."""

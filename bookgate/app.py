@@ -1,0 +1,81 @@
+"""The application factory: the composition root that mounts every package's routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+
+from bookgate import __version__, migrate
+from bookgate.db import make_engine
+from bookgate.errors import install_error_handlers
+from bookgate.portal import router as portal_router
+from bookgate.routes import auth as auth_routes
+from bookgate.routes import sites as site_routes
+from bookgate.routes import users as user_routes
+from config import Settings, get_settings
+
+log = logging.getLogger("bookgate")
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, migrate_on_start: bool = True
+) -> FastAPI:
+    settings = settings or get_settings()
+    if engine is None:
+        if settings.effective_database_url.startswith("sqlite"):
+            settings.ensure_var_dir()
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate_on_start:
+            migrate.upgrade(engine)
+        yield
+
+    app = FastAPI(
+        title="Bookgate",
+        version=__version__,
+        description="Shared-facility reservations, visitors and door access control.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.secret_key = settings.effective_secret_key()
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Readiness: the database answers and its schema is at the current migration."""
+        checks: dict[str, str] = {}
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if migrate.is_current(engine) else "behind"
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc)
+            checks["database"] = "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+        )
+
+    app.include_router(auth_routes.router)
+    app.include_router(user_routes.router)
+    app.include_router(site_routes.router)
+    app.include_router(portal_router)
+    return app

@@ -1,0 +1,397 @@
+"""People, roles, sessions and API keys: the service layer behind /auth, /users and /api-keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, delete, select, update
+
+from bookgate import audit
+from bookgate.audit import Actor
+from bookgate.db import utcnow, write_session
+from bookgate.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
+from bookgate.models import (
+    ApiKey,
+    AuthSession,
+    LoginAttempt,
+    Role,
+    RoleGrant,
+    Site,
+    User,
+    Venue,
+)
+from bookgate.security import (
+    MIN_PASSWORD_LENGTH,
+    hash_password,
+    needs_rehash,
+    new_token,
+    token_hash,
+    verify_password,
+)
+from config import Settings
+
+# ---------------------------------------------------------------- principals
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller and the scopes of their roles, loaded once per request."""
+
+    user_id: int
+    email: str
+    name: str
+    locale: str
+    admin: bool = False
+    managed_venues: frozenset[int] = field(default_factory=frozenset)
+    reception_sites: frozenset[int] = field(default_factory=frozenset)
+    resident_sites: frozenset[int] = field(default_factory=frozenset)
+    session_id: int | None = None
+    api_key_id: int | None = None
+    client_addr: str | None = None
+
+    @property
+    def roles(self) -> set[str]:
+        roles = set()
+        if self.admin:
+            roles.add(Role.admin.value)
+        if self.managed_venues:
+            roles.add(Role.venue_manager.value)
+        if self.reception_sites:
+            roles.add(Role.reception.value)
+        if self.resident_sites:
+            roles.add(Role.resident.value)
+        return roles
+
+    def has_any(self, *roles: Role | str) -> bool:
+        return self.admin or any(str(r) in self.roles for r in roles)
+
+    def manages_venue(self, venue_id: int) -> bool:
+        return self.admin or venue_id in self.managed_venues
+
+    def at_reception(self, site_id: int) -> bool:
+        return self.admin or site_id in self.reception_sites
+
+    @property
+    def actor(self) -> Actor:
+        label = self.email if self.api_key_id is None else f"{self.email} (api key {self.api_key_id})"
+        return Actor(id=self.user_id, label=label, client_addr=self.client_addr)
+
+
+def load_principal(
+    session: Session, user: User, *, session_id: int | None = None,
+    api_key_id: int | None = None, client_addr: str | None = None,
+) -> Principal:
+    grants = session.exec(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()
+    return Principal(
+        user_id=user.id,  # type: ignore[arg-type]
+        email=user.email,
+        name=user.name,
+        locale=user.locale,
+        admin=any(g.role == Role.admin for g in grants),
+        managed_venues=frozenset(g.venue_id for g in grants if g.role == Role.venue_manager and g.venue_id),
+        reception_sites=frozenset(g.site_id for g in grants if g.role == Role.reception and g.site_id),
+        resident_sites=frozenset(g.site_id for g in grants if g.role == Role.resident and g.site_id),
+        session_id=session_id,
+        api_key_id=api_key_id,
+        client_addr=client_addr,
+    )
+
+
+def resolve_token(session: Session, token: str, client_addr: str | None = None) -> Principal:
+    """A bearer token (session or API key) to its principal, or 401."""
+    digest = token_hash(token)
+    now = utcnow()
+    user: User | None = None
+    session_id = api_key_id = None
+    if token.startswith("bgs_"):
+        row = session.exec(select(AuthSession).where(AuthSession.token_hash == digest)).first()
+        if row and row.revoked_at is None and row.expires_at > now:
+            user, session_id = session.get(User, row.user_id), row.id
+    elif token.startswith("bgk_"):
+        key = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+        if key and key.revoked_at is None and (key.expires_at is None or key.expires_at > now):
+            user, api_key_id = session.get(User, key.user_id), key.id
+    if user is None or not user.is_active:
+        raise Unauthorized(
+            "invalid_token", "the token is unknown, expired or revoked",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return load_principal(session, user, session_id=session_id, api_key_id=api_key_id, client_addr=client_addr)
+
+
+# ---------------------------------------------------------------- login
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    expires_at: datetime
+
+
+def _normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def login(engine: Engine, settings: Settings, email: str, password: str, client_addr: str) -> TokenOut:
+    """Check the rate limits, then the password; every failure is counted and audited."""
+    email = _normal_email(email)
+    now = utcnow()
+    window_start = now - timedelta(seconds=settings.login_window_seconds)
+    with write_session(engine) as s:
+        per_account = s.exec(
+            select(func.count()).select_from(LoginAttempt)
+            .where(LoginAttempt.email == email, LoginAttempt.at > window_start)
+        ).one()
+        per_address = s.exec(
+            select(func.count()).select_from(LoginAttempt)
+            .where(LoginAttempt.client_addr == client_addr, LoginAttempt.at > window_start)
+        ).one()
+        if (
+            per_account >= settings.login_max_failures_per_account
+            or per_address >= settings.login_max_failures_per_address
+        ):
+            audit.record(s, Actor(None, email, client_addr), "auth.login_throttled", "user", email)
+            s.commit()
+            raise AppError(
+                "too_many_attempts",
+                "too many failed logins; try again later",
+                status=429,
+                headers={"Retry-After": str(settings.login_window_seconds)},
+            )
+        user = s.exec(select(User).where(User.email == email)).first()
+        ok = verify_password(user.password_hash if user else None, password)
+        if not ok or user is None or not user.is_active:
+            s.add(LoginAttempt(email=email, client_addr=client_addr, at=now))
+            reason = "bad_credentials" if not ok or user is None else "disabled"
+            audit.record(s, Actor(None, email, client_addr), "auth.login_failed", "user", email, reason=reason)
+            # Commit the failure, then refuse: raising here would roll the count back.
+            s.commit()
+            raise Unauthorized(
+                "bad_credentials", "wrong email or password, or the account is disabled",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if needs_rehash(user.password_hash or ""):
+            user.password_hash = hash_password(password)
+        s.exec(delete(LoginAttempt).where(LoginAttempt.email == email))  # type: ignore[call-overload]
+        token = new_token("bgs")
+        expires = now + timedelta(minutes=settings.session_ttl_minutes)
+        s.add(AuthSession(user_id=user.id, token_hash=token_hash(token), expires_at=expires, client_addr=client_addr))
+        audit.record(s, Actor(user.id, user.email, client_addr), "auth.login", "user", user.id)
+        return TokenOut(access_token=token, expires_at=expires)
+
+
+def logout(session: Session, principal: Principal) -> None:
+    if principal.session_id is None:
+        raise Invalid("not_a_session", "API keys are revoked with DELETE /api/v1/api-keys/{id}")
+    row = session.get(AuthSession, principal.session_id)
+    if row and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(session, principal.actor, "auth.logout", "user", principal.user_id)
+
+
+def revoke_all_sessions(session: Session, user_id: int) -> int:
+    result = session.exec(
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0
+
+
+# ---------------------------------------------------------------- users
+
+
+class RoleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    site: str | None = Field(default=None, description="site key, for resident and reception")
+    venue: str | None = Field(default=None, description="venue key, for venue_manager")
+
+    @model_validator(mode="after")
+    def _scope(self) -> RoleIn:
+        need = {Role.admin: (False, False), Role.venue_manager: (False, True)}.get(self.role, (True, False))
+        if bool(self.site) != need[0] or bool(self.venue) != need[1]:
+            wanted = {(False, False): "no scope", (False, True): "a venue", (True, False): "a site"}[need]
+            raise ValueError(f"role {self.role.value} takes {wanted}")
+        return self
+
+
+class UserBase(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    unit: str | None = Field(default=None, max_length=60)
+    locale: str = Field(default="en", pattern=r"^(en|fr|de)$")
+
+
+class UserCreate(UserBase):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    roles: list[RoleIn] = []
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    unit: str | None = Field(default=None, max_length=60)
+    locale: str | None = Field(default=None, pattern=r"^(en|fr|de)$")
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    is_active: bool | None = None
+    roles: list[RoleIn] | None = None
+
+
+class RolePublic(BaseModel):
+    role: str
+    site: str | None = None
+    venue: str | None = None
+
+
+class UserPublic(UserBase):
+    id: int
+    email: str
+    is_active: bool
+    roles: list[RolePublic]
+
+
+def user_public(session: Session, user: User) -> UserPublic:
+    rows = session.exec(
+        select(RoleGrant, Site.key, Venue.key)
+        .join(Site, col(Site.id) == RoleGrant.site_id, isouter=True)
+        .join(Venue, col(Venue.id) == RoleGrant.venue_id, isouter=True)
+        .where(RoleGrant.user_id == user.id)
+        .order_by(RoleGrant.id)
+    ).all()
+    return UserPublic(
+        id=user.id,  # type: ignore[arg-type]
+        email=user.email,
+        name=user.name,
+        unit=user.unit,
+        locale=user.locale,
+        is_active=user.is_active,
+        roles=[RolePublic(role=g.role, site=sk, venue=vk) for g, sk, vk in rows],
+    )
+
+
+def _set_roles(session: Session, user: User, roles: list[RoleIn]) -> None:
+    session.exec(RoleGrant.__table__.delete().where(RoleGrant.user_id == user.id))  # type: ignore[attr-defined]
+    seen = set()
+    for i, r in enumerate(roles):
+        site_id = venue_id = None
+        if r.site:
+            site = session.exec(select(Site).where(Site.key == r.site)).first()
+            if site is None:
+                raise Invalid("unknown_site", f"no site {r.site!r}", field=f"roles.{i}.site")
+            site_id = site.id
+        if r.venue:
+            venue = session.exec(select(Venue).where(Venue.key == r.venue)).first()
+            if venue is None:
+                raise Invalid("unknown_venue", f"no venue {r.venue!r}", field=f"roles.{i}.venue")
+            venue_id = venue.id
+        if (r.role, site_id, venue_id) in seen:
+            continue
+        seen.add((r.role, site_id, venue_id))
+        session.add(RoleGrant(user_id=user.id, role=r.role.value, site_id=site_id, venue_id=venue_id))
+    session.flush()
+
+
+def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
+    email = _normal_email(str(data.email))
+    if session.exec(select(User.id).where(User.email == email)).first() is not None:
+        raise Conflict("email_taken", "a user with this email exists", field="email")
+    user = User(
+        email=email, name=data.name, unit=data.unit, locale=data.locale,
+        password_hash=hash_password(data.password) if data.password else None,
+    )
+    session.add(user)
+    session.flush()
+    _set_roles(session, user, data.roles)
+    audit.record(
+        session, actor, "user.create", "user", user.id,
+        after={"email": email, "roles": [r.model_dump(exclude_none=True, mode="json") for r in data.roles]},
+    )
+    return user
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user_not_found", f"no user {user_id}")
+    return user
+
+
+def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) -> User:
+    user = get_user(session, user_id)
+    changes = data.model_dump(exclude_unset=True, exclude={"password", "roles"})
+    before = {k: getattr(user, k) for k in changes}
+    for k, v in changes.items():
+        if v is None and k in ("name", "locale", "is_active"):
+            raise Invalid("null_not_allowed", f"{k} cannot be null", field=k)
+        setattr(user, k, v)
+    revoked = 0
+    if data.password is not None:
+        user.password_hash = hash_password(data.password)
+        changes["password"] = "changed"  # noqa: S105 - audit marker, never the value
+        revoked = revoke_all_sessions(session, user_id)
+    if data.is_active is False:
+        revoked = revoke_all_sessions(session, user_id)
+        session.exec(
+            update(ApiKey).where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+        )
+    if data.roles is not None:
+        _set_roles(session, user, data.roles)
+        changes["roles"] = [r.model_dump(exclude_none=True, mode="json") for r in data.roles]
+    session.add(user)
+    audit.record(session, actor, "user.update", "user", user_id, before=before, after=changes,
+                 sessions_revoked=revoked)
+    return user
+
+
+# ---------------------------------------------------------------- API keys
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: datetime | None = None
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="shown once; only its hash is kept")
+
+
+def create_api_key(session: Session, actor: Actor, data: ApiKeyCreate) -> ApiKeyCreated:
+    get_user(session, data.user_id)
+    if data.expires_at is not None and (data.expires_at.tzinfo is None or data.expires_at <= utcnow()):
+        raise Invalid("bad_expiry", "expires_at must be a future time with a UTC offset", field="expires_at")
+    token = new_token("bgk")
+    row = ApiKey(user_id=data.user_id, name=data.name, prefix=token[:10], key_hash=token_hash(token),
+                 expires_at=data.expires_at)
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, actor, "api_key.create", "api_key", row.id, after={"user_id": data.user_id, "name": data.name}
+    )
+    return ApiKeyCreated(key=token, **row.model_dump(exclude={"key_hash", "last_used_at"}))
+
+
+def revoke_api_key(session: Session, actor: Actor, key_id: int) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound("api_key_not_found", f"no API key {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(session, actor, "api_key.revoke", "api_key", key_id)

@@ -1,0 +1,182 @@
+"""The `bookgate` command: serve, demo, db, import, admin, audit."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from bookgate.audit import Actor
+from config import Settings, get_settings
+
+
+def _engine(settings: Settings) -> Engine:
+    from bookgate.db import make_engine
+
+    if settings.effective_database_url.startswith("sqlite"):
+        settings.ensure_var_dir()
+    return make_engine(settings.effective_database_url)
+
+
+CLI_ACTOR = Actor(id=None, label="cli")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bookgate: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from bookgate.app import create_app
+
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"Bookgate portal: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bookgate import demo, migrate
+
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    accounts = demo.prepare(engine)
+    engine.dispose()
+    print("\nDemo site 'Résidence Les Tilleuls' is ready. Accounts (passwords are new at each start):")
+    for role, email, password in accounts:
+        print(f"  {role:<14} {email:<32} {password}")
+    print()
+    return cmd_serve(args, settings)
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from bookgate import migrate
+
+    engine = _engine(settings)
+    try:
+        if args.action == "upgrade":
+            migrate.upgrade(engine, args.revision or "head")
+        elif args.action == "downgrade":
+            if not args.revision:
+                return _fail("db downgrade needs a revision (e.g. base)")
+            migrate.downgrade(engine, args.revision)
+        print(f"database at revision {migrate.current_revision(engine) or 'base'} "
+              f"(head: {migrate.head_revision(engine)})")
+    except migrate.MigrationError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from bookgate import migrate
+    from bookgate.provision import import_site_file
+    from config.site import SiteFileError
+
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    try:
+        report = import_site_file(engine, args.file, CLI_ACTOR)
+    except SiteFileError as exc:
+        print(f"bookgate: {args.file} refused, nothing written:", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    if not report.changed:
+        print("no change: the database already matches the file")
+    for line in report.changes:
+        print(line)
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from bookgate import auth, migrate
+    from bookgate.db import write_session
+    from bookgate.errors import AppError
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    try:
+        data = auth.UserCreate(email=args.email, name=args.name or args.email.split("@")[0],
+                               password=password, roles=[auth.RoleIn(role="admin")])
+        with write_session(engine) as s:
+            user = auth.create_user(s, CLI_ACTOR, data)
+    except ValidationError as exc:
+        return _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except AppError as exc:
+        return _fail(exc.message)
+    print(f"admin {user.email} created (id {user.id})")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from bookgate import audit
+    from bookgate.db import read_session
+
+    engine = _engine(settings)
+    with read_session(engine) as s:
+        result = audit.verify(s)
+    if result.ok:
+        print(f"audit chain intact: {result.checked} rows")
+        return 0
+    return _fail(f"audit chain broken at row {result.first_bad_id}: {result.reason} "
+                 f"({result.checked} rows before it are intact)", code=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bookgate", description="Bookgate reservation and access gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, helptext in (("serve", "run the HTTP server"), ("demo", "serve the demo site")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--host")
+        sp.add_argument("--port", type=int)
+        sp.set_defaults(func=cmd_serve if name == "serve" else cmd_demo)
+
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db.add_argument("revision", nargs="?")
+    db.set_defaults(func=cmd_db)
+
+    imp = sub.add_parser("import", help="import a site configuration file (YAML)")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+
+    admin = sub.add_parser("admin", help="user administration")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create", help="create an admin user")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.set_defaults(func=cmd_admin)
+
+    aud = sub.add_parser("audit", help="audit trail")
+    aud.add_argument("action", choices=["verify"])
+    aud.set_defaults(func=cmd_audit)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic ValidationError: a bad BOOKGATE_* variable
+        return _fail(f"bad settings: {exc}")
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The demo site: the example residence with an admin, a manager, reception and residents.
+
+Passwords are generated at every start and printed; none is written in the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from bookgate import auth
+from bookgate.audit import SYSTEM
+from bookgate.db import write_session
+from bookgate.models import User
+from bookgate.provision import import_site_file
+from bookgate.security import generate_password
+from config.site import example_path
+
+DOMAIN = "tilleuls.example.com"
+SITE = "les-tilleuls"
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    email: str
+    name: str
+    unit: str | None
+    roles: tuple[auth.RoleIn, ...]
+
+
+ACCOUNTS = (
+    DemoAccount(f"admin@{DOMAIN}", "Ada Admin", None, (auth.RoleIn(role="admin"),)),
+    DemoAccount(
+        f"manager@{DOMAIN}", "Marc Manager", None,
+        tuple(auth.RoleIn(role="venue_manager", venue=v) for v in ("sports", "common-rooms", "garage")),
+    ),
+    DemoAccount(f"reception@{DOMAIN}", "Rita Reception", None, (auth.RoleIn(role="reception", site=SITE),)),
+    DemoAccount(f"alice@{DOMAIN}", "Alice Martin", "A-12", (auth.RoleIn(role="resident", site=SITE),)),
+    DemoAccount(f"bob@{DOMAIN}", "Bob Durand", "B-03", (auth.RoleIn(role="resident", site=SITE),)),
+)
+
+
+def prepare(engine: Engine) -> list[tuple[str, str, str]]:
+    """Import the example site and (re)set the demo accounts; return (role, email, password)."""
+    import_site_file(engine, example_path(), SYSTEM)
+    out = []
+    with write_session(engine) as s:
+        for acct in ACCOUNTS:
+            password = generate_password()
+            user = s.exec(select(User).where(User.email == acct.email)).first()
+            if user is None:
+                auth.create_user(
+                    s, SYSTEM,
+                    auth.UserCreate(email=acct.email, name=acct.name, unit=acct.unit, password=password,
+                                    roles=list(acct.roles)),
+                )
+            else:
+                auth.update_user(
+                    s, SYSTEM, user.id,  # type: ignore[arg-type]
+                    auth.UserUpdate(password=password, is_active=True, roles=list(acct.roles)),
+                )
+            out.append((acct.roles[0].role.value, acct.email, password))
+    return out

@@ -1,0 +1,144 @@
+"""Transactional outbox: messages written with the change that causes them, sent after commit.
+
+Workers on any number of processes claim batches with a lease (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL; SQLite's single writer serialises claims), handle them, then mark them done or
+schedule a retry with backoff. A crashed worker's lease runs out and the message is claimed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Index, Text, or_
+from sqlmodel import Field, Session, SQLModel, col, select, update
+
+from bookgate.db import JSONText, UTCDateTime, utcnow, write_session
+
+log = logging.getLogger("bookgate.outbox")
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "done_at", "available_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    kind: str = Field(max_length=80)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+    available_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    attempts: int = 0
+    locked_by: str | None = Field(default=None, max_length=64)
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_type=Text)
+
+
+def enqueue(
+    session: Session, kind: str, payload: dict[str, Any], *, available_at: datetime | None = None
+) -> OutboxMessage:
+    """Add a message to the caller's transaction: it exists only if that transaction commits."""
+    msg = OutboxMessage(kind=kind, payload=payload, available_at=available_at or utcnow())
+    session.add(msg)
+    return msg
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+def claim(
+    engine: Engine,
+    worker: str,
+    kinds: list[str],
+    *,
+    limit: int = 50,
+    lease: timedelta = timedelta(minutes=2),
+) -> list[Claimed]:
+    """Lease up to `limit` available messages of the given kinds to this worker."""
+    now = utcnow()
+    with write_session(engine) as s:
+        rows = s.exec(
+            select(OutboxMessage)
+            .where(
+                col(OutboxMessage.kind).in_(kinds),
+                col(OutboxMessage.done_at).is_(None),
+                col(OutboxMessage.failed_at).is_(None),
+                OutboxMessage.available_at <= now,
+                or_(col(OutboxMessage.locked_until).is_(None), OutboxMessage.locked_until < now),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        claimed = []
+        for row in rows:
+            row.locked_by = worker
+            row.locked_until = now + lease
+            row.attempts += 1
+            claimed.append(Claimed(row.id, row.kind, dict(row.payload), row.attempts))  # type: ignore[arg-type]
+        return claimed
+
+
+def mark_done(engine: Engine, ids: list[int], worker: str) -> None:
+    if not ids:
+        return
+    with write_session(engine) as s:
+        s.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids), OutboxMessage.locked_by == worker)
+            .values(done_at=utcnow(), locked_until=None)
+        )
+
+
+def mark_failed(engine: Engine, msg: Claimed, worker: str, error: str, *, max_attempts: int = 8) -> None:
+    """Retry later with exponential backoff; give up (failed_at) after max_attempts."""
+    now = utcnow()
+    values: dict[str, Any] = {"last_error": error[:2000], "locked_until": None}
+    if msg.attempts >= max_attempts:
+        values["failed_at"] = now
+    else:
+        values["available_at"] = now + timedelta(seconds=min(3600, 5 * 2 ** (msg.attempts - 1)))
+    with write_session(engine) as s:
+        s.exec(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == msg.id, OutboxMessage.locked_by == worker)
+            .values(**values)
+        )
+
+
+Handler = Callable[[Claimed], None]
+
+
+def new_worker_id() -> str:
+    return "w-" + secrets.token_hex(6)
+
+
+def drain(engine: Engine, handlers: Mapping[str, Handler], *, worker: str | None = None, limit: int = 50) -> int:
+    """Handle every message available now; return how many were handled successfully."""
+    worker = worker or new_worker_id()
+    handled = 0
+    while True:
+        batch = claim(engine, worker, list(handlers), limit=limit)
+        if not batch:
+            return handled
+        done: list[int] = []
+        for msg in batch:
+            try:
+                handlers[msg.kind](msg)
+            except Exception as exc:
+                log.warning("outbox message %s (%s) failed: %s", msg.id, msg.kind, exc)
+                mark_failed(engine, msg, worker, f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(msg.id)
+                handled += 1
+        mark_done(engine, done, worker)

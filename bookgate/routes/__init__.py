@@ -1,0 +1,1 @@
+"""The shell's own API routers (auth, users, API keys, health)."""

@@ -1,0 +1,71 @@
+"""Sites and venues (read), and the site configuration import over HTTP (admins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+
+from bookgate.deps import AdminUser, CurrentUser, EngineDep, SessionDep
+from bookgate.errors import Invalid
+from bookgate.models import Site, Venue
+from bookgate.provision import apply_site_file
+from config.site import SiteFileError, parse_site_document
+
+router = APIRouter(prefix="/api/v1", tags=["sites"])
+
+MAX_SITE_FILE = 1_000_000
+
+
+class VenuePublic(BaseModel):
+    key: str
+    name: str
+
+
+class SitePublic(BaseModel):
+    key: str
+    name: str
+    timezone: str
+    locale: str
+    venues: list[VenuePublic]
+
+
+@router.get("/sites", response_model=list[SitePublic])
+def list_sites(_user: CurrentUser, session: SessionDep) -> list[SitePublic]:
+    sites = session.exec(select(Site).order_by(Site.key)).all()
+    venues = session.exec(select(Venue).order_by(Venue.key)).all()
+    return [
+        SitePublic(
+            key=s.key, name=s.name, timezone=s.timezone, locale=s.locale,
+            venues=[VenuePublic(key=v.key, name=v.name) for v in venues if v.site_id == s.id],
+        )
+        for s in sites
+    ]
+
+
+@router.post(
+    "/site-config",
+    openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
+)
+async def import_site_config(request: Request, admin: AdminUser, engine: EngineDep) -> dict[str, Any]:
+    """Import a site file (YAML or JSON body). Refused whole, with every error listed, or applied whole."""
+    raw = await request.body()
+    if len(raw) > MAX_SITE_FILE:
+        raise Invalid("too_large", f"site file over {MAX_SITE_FILE} bytes", status=413)
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise Invalid("bad_site_file", "the body is not UTF-8 YAML or JSON") from None
+    try:
+        doc = parse_site_document(data)
+    except SiteFileError as exc:
+        raise Invalid(
+            "bad_site_file", f"{len(exc.errors)} error(s) in the site file",
+            errors=[{"field": e.split(": ", 1)[0], "message": e.split(": ", 1)[-1]} for e in exc.errors],
+        ) from None
+    report = await run_in_threadpool(apply_site_file, engine, doc, admin.actor, source="api")
+    return report.as_dict()

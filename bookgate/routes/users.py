@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlmodel import col, select
+
+from bookgate import auth
+from bookgate.auth import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from bookgate.deps import AdminUser, SessionDep, WriteSessionDep
+from bookgate.models import ApiKey, User
+
+router = APIRouter(prefix="/api/v1", tags=["users"])
+
+
+@router.get("/users", response_model=list[UserPublic])
+def list_users(
+    _admin: AdminUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=100, description="part of email or name")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[UserPublic]:
+    stmt = select(User).order_by(User.id).offset(offset).limit(limit)
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(col(User.email).like(like) | col(User.name).ilike(like))
+    return [auth.user_public(session, u) for u in session.exec(stmt).all()]
+
+
+@router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+def create_user(data: UserCreate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
+    user = auth.create_user(session, admin.actor, data)
+    session.commit()
+    return auth.user_public(session, user)
+
+
+@router.get("/users/{user_id}", response_model=UserPublic)
+def get_user(user_id: int, _admin: AdminUser, session: SessionDep) -> UserPublic:
+    return auth.user_public(session, auth.get_user(session, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserPublic)
+def update_user(user_id: int, data: UserUpdate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
+    """Disabling a user (is_active=false) revokes all their sessions and API keys at once."""
+    user = auth.update_user(session, admin.actor, user_id, data)
+    session.commit()
+    return auth.user_public(session, user)
+
+
+@router.get("/api-keys", response_model=list[ApiKeyPublic], tags=["api keys"])
+def list_api_keys(_admin: AdminUser, session: SessionDep) -> list[ApiKeyPublic]:
+    rows = session.exec(select(ApiKey).order_by(ApiKey.id)).all()
+    return [ApiKeyPublic(**r.model_dump(exclude={"key_hash", "last_used_at"})) for r in rows]
+
+
+@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED, tags=["api keys"])
+def create_api_key(data: ApiKeyCreate, admin: AdminUser, session: WriteSessionDep) -> ApiKeyCreated:
+    created = auth.create_api_key(session, admin.actor, data)
+    session.commit()
+    return created
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["api keys"])
+def revoke_api_key(key_id: int, admin: AdminUser, session: WriteSessionDep) -> None:
+    auth.revoke_api_key(session, admin.actor, key_id)
+    session.commit()

@@ -1,0 +1,16 @@
+"""Every table of every package, gathered for Alembic and for test set-up."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+from sqlmodel import SQLModel
+
+
+def load_all_models() -> MetaData:
+    import access.models  # noqa: F401
+    import bms.models  # noqa: F401
+    import bookgate.audit
+    import bookgate.models
+    import bookgate.outbox  # noqa: F401
+
+    return SQLModel.metadata

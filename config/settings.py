@@ -1,0 +1,84 @@
+"""All runtime settings, read from BOOKGATE_* variables (and ./.env); nothing else reads the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SUPPORTED_LOCALES = ("en", "fr", "de")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKGATE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    var_dir: Path = Field(default=Path("var"), description="Where the SQLite file and the key live")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in var_dir")
+    mqtt_url: str = Field(default="", description="mqtt(s)://user:pass@host:port; empty = embedded")
+    secret_key: str = Field(default="", description="Empty = generated once into var_dir/secret_key")
+    locale: str = "en"
+    timezone: str = "UTC"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    session_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    login_window_seconds: int = Field(default=15 * 60, ge=1)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=40, ge=0)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        if v not in SUPPORTED_LOCALES:
+            raise ValueError(f"unsupported locale {v!r}; one of {', '.join(SUPPORTED_LOCALES)}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return v
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.var_dir / 'bookgate.db').resolve()}"
+
+    def ensure_var_dir(self) -> Path:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        return self.var_dir
+
+    def effective_secret_key(self) -> str:
+        """The configured key, or one generated with `secrets` on first use and kept 0600."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.ensure_var_dir() / "secret_key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,337 @@
+"""The site configuration file: schema, cross-reference checks and `path: reason` error lists.
+
+Pure data: it knows nothing of the database. The shell's importer writes what it describes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Key = Annotated[str, Field(pattern=KEY_PATTERN, description="stable lower-case key: a-z, 0-9, -")]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResourceKind(StrEnum):
+    court = "court"
+    room = "room"
+    parking = "parking"
+    equipment = "equipment"
+
+
+class Moderation(StrEnum):
+    auto = "auto"
+    manual = "manual"
+    rules = "rules"
+
+
+class AccessMode(StrEnum):
+    badge = "badge"
+    free = "free"
+    authorized = "authorized"
+    badge_authorized = "badge+authorized"
+
+
+class Blackout(Strict):
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> Blackout:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("blackout times need a UTC offset, e.g. 2026-12-24T00:00:00+01:00")
+        if self.end <= self.start:
+            raise ValueError("blackout end must be after its start")
+        return self
+
+
+def parse_time_range(text: str) -> tuple[time, time]:
+    """'07:00-22:00' -> (07:00, 22:00); '00:00-24:00' means the whole day (end = time.max)."""
+    m = _RANGE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not HH:MM-HH:MM")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+        raise ValueError(f"{text!r} is not a valid time range")
+    start = time(h1, m1)
+    end = time.max if h2 == 24 else time(h2, m2)
+    if end <= start:
+        raise ValueError(f"{text!r} ends before it starts")
+    return start, end
+
+
+class Rules(Strict):
+    """Booking rules. Every field is optional: site defaults < venue < resource, first set wins."""
+
+    slot_minutes: int | None = Field(default=None, ge=5, le=24 * 60)
+    min_minutes: int | None = Field(default=None, ge=5)
+    max_minutes: int | None = Field(default=None, ge=5)
+    buffer_minutes: int | None = Field(default=None, ge=0, le=24 * 60)
+    opening_hours: dict[str, list[str]] | None = None
+    blackouts: list[Blackout] | None = None
+    notice_min_minutes: int | None = Field(default=None, ge=0)
+    notice_max_days: int | None = Field(default=None, ge=0, le=3660)
+    change_deadline_minutes: int | None = Field(default=None, ge=0)
+    max_changes: int | None = Field(default=None, ge=0)
+    max_beneficiaries: int | None = Field(default=None, ge=0)
+    self_service: bool | None = None
+    moderation: Moderation | None = None
+    pending_expiry_hours: int | None = Field(default=None, ge=1)
+
+    @field_validator("opening_hours")
+    @classmethod
+    def _hours(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is None:
+            return v
+        for day, ranges in v.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown day {day!r}; use {', '.join(WEEKDAYS)}")
+            for r in ranges:
+                parse_time_range(r)
+        return v
+
+    @model_validator(mode="after")
+    def _durations(self) -> Rules:
+        if self.min_minutes and self.max_minutes and self.min_minutes > self.max_minutes:
+            raise ValueError("min_minutes is greater than max_minutes")
+        return self
+
+
+class Restrict(Strict):
+    before_start: int | None = Field(default=None, ge=0, le=24 * 60)
+
+    @property
+    def offset_minutes(self) -> int:
+        """Minutes before the start at which access begins."""
+        return self.before_start or 0
+
+
+class Release(Strict):
+    before_end: int | None = Field(default=None, ge=0, le=24 * 60)
+    after_end: int | None = Field(default=None, ge=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _one(self) -> Release:
+        if self.before_end is not None and self.after_end is not None:
+            raise ValueError("give before_end or after_end, not both")
+        return self
+
+    @property
+    def offset_minutes(self) -> int:
+        """Signed minutes after the end at which access ends (negative = before the end)."""
+        if self.before_end is not None:
+            return -self.before_end
+        return self.after_end or 0
+
+
+class AccessPolicy(Strict):
+    mode: AccessMode = AccessMode.badge
+    restrict: Restrict | Literal["at_start"] = "at_start"
+    release: Release | Literal["at_end"] = "at_end"
+    no_show_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+
+
+class Pool(Strict):
+    units: int = Field(ge=1, le=10_000)
+    unit_prefix: str = Field(default="", max_length=20)
+    strategy: Literal["fast_filling", "balancing"] = "fast_filling"
+
+
+class ResourceConfig(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    kind: ResourceKind
+    capacity: int = Field(default=1, ge=1, le=10_000)
+    pool: Pool | None = None
+    group: str | None = Field(default=None, max_length=60, description="quota group, e.g. courts")
+    rules: Rules = Rules()
+    access: AccessPolicy = AccessPolicy()
+
+    @model_validator(mode="after")
+    def _pool(self) -> ResourceConfig:
+        if self.pool and self.capacity != 1:
+            raise ValueError("a pool's units each hold one booking: leave capacity at 1")
+        return self
+
+
+class VenueConfig(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    rules: Rules = Rules()
+    resources: list[ResourceConfig] = []
+
+
+class EsprfidSettings(Strict):
+    topic: str = Field(min_length=1, max_length=120, pattern=r"^[^#+\s]+$")
+    mqtt_username: str | None = None
+
+
+class OsdpSettings(Strict):
+    port: str = Field(min_length=1)
+    address: int = Field(default=0, ge=0, le=126)
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 115200
+
+
+class BleSettings(Strict):
+    address: str = Field(pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+
+
+class ControllerConfig(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    driver: Literal["esprfid", "osdp", "ble"]
+    settings: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _settings(self) -> ControllerConfig:
+        schema = {"esprfid": EsprfidSettings, "osdp": OsdpSettings, "ble": BleSettings}[self.driver]
+        schema.model_validate(self.settings)
+        return self
+
+
+class DoorConfig(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["door", "gate", "key_cabinet"] = "door"
+    controller: Key
+    output: int = Field(default=1, ge=1, le=64, description="door/relay number on the controller")
+    slots: int | None = Field(default=None, ge=1, le=500, description="key cabinet slots")
+    resources: list[Key] = []
+    shared: bool = Field(default=False, description="entrance also used to reach other doors")
+
+    @model_validator(mode="after")
+    def _slots(self) -> DoorConfig:
+        if (self.kind == "key_cabinet") != (self.slots is not None):
+            raise ValueError("slots is required for a key_cabinet and only for it")
+        return self
+
+
+class SiteConfig(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str
+    locale: Literal["en", "fr", "de"] = "en"
+    defaults: Rules = Rules()
+    venues: list[VenueConfig] = []
+    controllers: list[ControllerConfig] = []
+    doors: list[DoorConfig] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return v
+
+
+class SiteFile(Strict):
+    version: Literal[1] = 1
+    sites: list[SiteConfig] = Field(min_length=1)
+
+
+class SiteFileError(Exception):
+    """A refused site file; `errors` lists every problem as 'path.to.field: reason'."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in parts) or "(file)"
+
+
+def _cross_check(doc: SiteFile) -> list[str]:
+    errors: list[str] = []
+    seen: dict[str, dict[str, str]] = {k: {} for k in ("site", "venue", "resource", "ctl", "door")}
+
+    def unique(kind: str, key: str, path: str) -> None:
+        if key in seen[kind]:
+            errors.append(f"{path}.key: duplicate key {key!r} (first at {seen[kind][key]})")
+        else:
+            seen[kind][key] = path
+
+    for si, site in enumerate(doc.sites):
+        sp = f"sites.{si}"
+        unique("site", site.key, sp)
+        local_resources: set[str] = set()
+        for vi, venue in enumerate(site.venues):
+            vp = f"{sp}.venues.{vi}"
+            unique("venue", venue.key, vp)
+            for ri, res in enumerate(venue.resources):
+                unique("resource", res.key, f"{vp}.resources.{ri}")
+                local_resources.add(res.key)
+        controllers = set()
+        for ci, ctl in enumerate(site.controllers):
+            unique("ctl", ctl.key, f"{sp}.controllers.{ci}")
+            controllers.add(ctl.key)
+        for di, door in enumerate(site.doors):
+            dp = f"{sp}.doors.{di}"
+            unique("door", door.key, dp)
+            if door.controller not in controllers:
+                errors.append(f"{dp}.controller: no controller {door.controller!r} in this site")
+            for ri, rk in enumerate(door.resources):
+                if rk not in local_resources:
+                    errors.append(f"{dp}.resources.{ri}: no resource {rk!r} in this site")
+    return errors
+
+
+def parse_site_document(data: Any) -> SiteFile:
+    """Validate a loaded document; raise SiteFileError listing every error."""
+    try:
+        doc = SiteFile.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.append(f"{_loc(err['loc'])}: {msg}")
+        raise SiteFileError(errors) from None
+    errors = _cross_check(doc)
+    if errors:
+        raise SiteFileError(errors)
+    return doc
+
+
+def load_site_file(path: str | Path) -> SiteFile:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteFileError([f"(file): cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SiteFileError([f"(file): not valid YAML{where}"]) from None
+    return parse_site_document(data)
+
+
+def example_path(name: str = "residence.yaml") -> Path:
+    return Path(__file__).parent / "examples" / name
+
+
+def merge_rules(*layers: Rules | dict | None) -> Rules:
+    """Later layers override earlier ones field by field (site defaults, venue, resource)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        data = layer if isinstance(layer, dict) else layer.model_dump(exclude_none=True)
+        merged.update({k: v for k, v in data.items() if v is not None})
+    return Rules.model_validate(merged)

@@ -1,0 +1,1 @@
+"""Controller drivers (esp-rfid over MQTT, OSDP over serial, BLE locks) and their simulators."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; applied by `bookgate db upgrade` and at server start."""

@@ -1,0 +1,1 @@
+"""Moderation policies, the venue managers' queue, and their decisions."""

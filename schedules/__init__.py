@@ -1,0 +1,1 @@
+"""The timeline engine: wake-ups, due-transition dispatch, reconcile, reminders, expiries, retention."""

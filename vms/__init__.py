@@ -1,0 +1,1 @@
+"""Visitor management: visitors, visits, invitations and QR codes, check-in/out, on-site list."""
