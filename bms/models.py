@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Integer
+from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bookgate.db import JSONText, UTCDateTime, utcnow
@@ -43,3 +43,87 @@ class ResourceUnit(SQLModel, table=True):
     name: str = Field(max_length=200)
     position: int = 0
     active: bool = True
+
+
+class Series(SQLModel, table=True):
+    """A recurring booking: an RRULE expanded in the site's zone, so local times survive DST."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    resource_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("resource.id", ondelete="RESTRICT"), nullable=False, index=True)
+    )
+    planner_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="RESTRICT"), nullable=False, index=True)
+    )
+    rrule: str = Field(max_length=500)
+    until_local: str | None = Field(default=None, max_length=19, description="cut: occurrences before this only")
+    dtstart_local: str = Field(max_length=19, description="first occurrence, local ISO time without offset")
+    duration_minutes: int
+    timezone: str = Field(max_length=64)
+    places: int = 1
+    beneficiary_ids: list[int] = Field(default_factory=list, sa_type=JSONText)
+    note: str = Field(default="", max_length=1000)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Reservation(SQLModel, table=True):
+    """One booking of one unit. `block_*` is the time range widened by the buffer: the range that
+    no two exclusive active bookings of one unit may share (a database constraint on PostgreSQL)."""
+
+    __table_args__ = (
+        Index("ix_reservation_resource_block", "resource_id", "block_start"),
+        Index("ix_reservation_unit_block", "unit_id", "block_start"),
+        Index("ix_reservation_planner_status", "planner_id", "status", "end"),
+        UniqueConstraint("series_id", "occurrence_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    resource_id: int = Field(sa_column=Column(Integer, ForeignKey("resource.id", ondelete="RESTRICT"), nullable=False))
+    unit_id: int = Field(sa_column=Column(Integer, ForeignKey("resource_unit.id", ondelete="RESTRICT"), nullable=False))
+    planner_id: int = Field(sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="RESTRICT"), nullable=False))
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)
+    block_start: datetime = Field(sa_type=UTCDateTime)
+    block_end: datetime = Field(sa_type=UTCDateTime)
+    access_start: datetime = Field(sa_type=UTCDateTime, description="restrict: doors open to beneficiaries")
+    access_end: datetime = Field(sa_type=UTCDateTime, description="release: doors close again")
+    exclusive: bool = True
+    places: int = 1
+    status: str = Field(max_length=12, index=True)
+    note: str = Field(default="", max_length=1000)
+    series_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("series.id", ondelete="SET NULL"), nullable=True, index=True)
+    )
+    occurrence_key: str | None = Field(default=None, max_length=19, description="local start of the series slot")
+    detached: bool = Field(default=False, description="changed on its own: series edits leave it alone")
+    changes: int = 0
+    status_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReservationBeneficiary(SQLModel, table=True):
+    __tablename__ = "reservation_beneficiary"
+
+    reservation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("reservation.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="RESTRICT"), primary_key=True, index=True)
+    )
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a create carrying an Idempotency-Key, replayed for retries."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False))
+    key: str = Field(max_length=200)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
+from bms import api as bms_api
 from bookgate import __version__, migrate
 from bookgate.db import make_engine
 from bookgate.errors import install_error_handlers
@@ -77,5 +78,6 @@ def create_app(
     app.include_router(auth_routes.router)
     app.include_router(user_routes.router)
     app.include_router(site_routes.router)
+    app.include_router(bms_api.router)
     app.include_router(portal_router)
     return app

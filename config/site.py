@@ -74,12 +74,24 @@ def parse_time_range(text: str) -> tuple[time, time]:
     return start, end
 
 
+class Budget(Strict):
+    """At most `minutes` of bookings in a resource group over any rolling `days`, per user or household."""
+
+    group: str = Field(min_length=1, max_length=60)
+    minutes: int = Field(ge=1)
+    days: int = Field(ge=1, le=366)
+    per: Literal["user", "unit"] = "unit"
+
+
+MAX_BOOKING_MINUTES = 31 * 24 * 60
+
+
 class Rules(Strict):
     """Booking rules. Every field is optional: site defaults < venue < resource, first set wins."""
 
     slot_minutes: int | None = Field(default=None, ge=5, le=24 * 60)
     min_minutes: int | None = Field(default=None, ge=5)
-    max_minutes: int | None = Field(default=None, ge=5)
+    max_minutes: int | None = Field(default=None, ge=5, le=MAX_BOOKING_MINUTES)
     buffer_minutes: int | None = Field(default=None, ge=0, le=24 * 60)
     opening_hours: dict[str, list[str]] | None = None
     blackouts: list[Blackout] | None = None
@@ -91,6 +103,8 @@ class Rules(Strict):
     self_service: bool | None = None
     moderation: Moderation | None = None
     pending_expiry_hours: int | None = Field(default=None, ge=1)
+    max_active_per_user: int | None = Field(default=None, ge=1, description="future bookings a user may hold")
+    budgets: list[Budget] | None = None
 
     @field_validator("opening_hours")
     @classmethod

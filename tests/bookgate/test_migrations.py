@@ -47,17 +47,18 @@ def test_models_match_migrations(fresh_db):
 def test_failed_migration_leaves_the_database_as_it_was(fresh_db, tmp_path: Path):
     scripts = tmp_path / "scripts"
     shutil.copytree(Path(migrations.__file__).parent, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    engine = make_engine(fresh_db.url)
+    head = migrate.head_revision(engine)
     (scripts / "versions" / "0099_broken.py").write_text(
         '"""broken"""\n'
         "import sqlalchemy as sa\nfrom alembic import op\n"
-        "revision = '0099'\ndown_revision = '0001'\nbranch_labels = None\ndepends_on = None\n"
+        f"revision = '0099'\ndown_revision = '{head}'\nbranch_labels = None\ndepends_on = None\n"
         "def upgrade():\n"
         "    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    op.add_column('app_user', sa.Column('shoe_size', sa.Integer))\n"
         "    op.execute('SELECT * FROM no_such_table')\n"
         "def downgrade():\n    pass\n"
     )
-    engine = make_engine(fresh_db.url)
     try:
         migrate.upgrade(engine)
         cfg = migrate.alembic_config(engine)
@@ -67,7 +68,7 @@ def test_failed_migration_leaves_the_database_as_it_was(fresh_db, tmp_path: Path
         insp = inspect(engine)
         assert "half_done" not in insp.get_table_names()
         assert "shoe_size" not in {c["name"] for c in insp.get_columns("app_user")}
-        assert migrate.current_revision(engine) == "0001"
+        assert migrate.current_revision(engine) == head
     finally:
         engine.dispose()
 

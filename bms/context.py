@@ -1,0 +1,77 @@
+"""Loading a resource with its venue, site, units and effective rules; who may do what with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from bms.models import Resource, ResourceUnit
+from bms.rules import EffectiveRules
+from bookgate.auth import Principal
+from bookgate.errors import Forbidden, NotFound
+from bookgate.models import Site, Venue
+
+
+@dataclass
+class ResourceCtx:
+    resource: Resource
+    venue: Venue
+    site: Site
+    units: list[ResourceUnit]
+    rules: EffectiveRules
+
+    @property
+    def is_pool(self) -> bool:
+        return len(self.units) > 1
+
+    @property
+    def exclusive(self) -> bool:
+        return self.resource.capacity == 1
+
+
+def _ctx(session: Session, resource: Resource) -> ResourceCtx:
+    venue = session.get(Venue, resource.venue_id)
+    site = session.get(Site, venue.site_id)  # type: ignore[union-attr]
+    units = session.exec(
+        select(ResourceUnit)
+        .where(ResourceUnit.resource_id == resource.id, ResourceUnit.active)
+        .order_by(ResourceUnit.position, ResourceUnit.id)
+    ).all()
+    rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, resource.rules, resource.access)  # type: ignore[union-attr]
+    return ResourceCtx(resource, venue, site, list(units), rules)  # type: ignore[arg-type]
+
+
+def load_resource(session: Session, key: str) -> ResourceCtx:
+    resource = session.exec(select(Resource).where(Resource.key == key, Resource.active)).first()
+    if resource is None:
+        raise NotFound("resource_not_found", f"no resource {key!r}", field="resource")
+    return _ctx(session, resource)
+
+
+def load_resource_by_id(session: Session, resource_id: int) -> ResourceCtx:
+    resource = session.get(Resource, resource_id)
+    if resource is None:
+        raise NotFound("resource_not_found", f"no resource {resource_id}")
+    return _ctx(session, resource)
+
+
+def manages(principal: Principal, ctx: ResourceCtx) -> bool:
+    return principal.manages_venue(ctx.venue.id)  # type: ignore[arg-type]
+
+
+def can_see(principal: Principal, ctx: ResourceCtx) -> bool:
+    return (
+        manages(principal, ctx)
+        or ctx.site.id in principal.resident_sites
+        or ctx.site.id in principal.reception_sites
+    )
+
+
+def require_can_book(principal: Principal, ctx: ResourceCtx) -> None:
+    if manages(principal, ctx):
+        return
+    if ctx.site.id not in principal.resident_sites:
+        raise Forbidden("not_a_resident", "only residents of this site and its managers book here")
+    if not ctx.rules.self_service:
+        raise Forbidden("self_service_disabled", "this resource is booked by its managers only")

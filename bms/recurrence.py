@@ -1,0 +1,316 @@
+"""Recurring series: RFC 5545 RRULEs expanded in the site's zone.
+
+An occurrence is identified by its local start in the rule (`occurrence_key`), so a weekly
+19:00-20:00 stays 19:00-20:00 local across DST. An occurrence changed or cancelled on its
+own is `detached`: series edits never touch it again, so it is never resurrected.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from itertools import islice
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrulestr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlmodel import Session, col, select
+
+from bms import service
+from bms.context import ResourceCtx, load_resource_by_id, manages
+from bms.models import Reservation, Series
+from bms.states import ACTIVE, Status
+from bookgate import audit
+from bookgate.auth import Principal
+from bookgate.db import utcnow
+from bookgate.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from bookgate.models import User
+
+MAX_OCCURRENCES = 366
+ALLOWED_FREQ = ("DAILY", "WEEKLY", "MONTHLY")
+KEY_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+class SeriesCreate(service.ReservationCreate):
+    """`start`/`end` are the first occurrence; `rrule` is e.g. FREQ=WEEKLY;BYDAY=TU,TH;COUNT=10."""
+
+    rrule: str = Field(min_length=6, max_length=500)
+    conflict: Literal["fail", "skip"] = "fail"
+
+
+class SeriesUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["all", "following"] = "all"
+    from_occurrence: str | None = Field(default=None, description="occurrence_key, for scope=following")
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    rrule: str | None = Field(default=None, min_length=6, max_length=500)
+    note: str | None = Field(default=None, max_length=1000)
+    conflict: Literal["fail", "skip"] = "fail"
+
+
+class SeriesCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["all", "following"] = "all"
+    from_occurrence: str | None = None
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class OccurrenceResult(BaseModel):
+    occurrence: str
+    reservation_id: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class SeriesResult(BaseModel):
+    series_id: int
+    rrule: str
+    timezone: str
+    booked: list[OccurrenceResult]
+    skipped: list[OccurrenceResult]
+    cancelled: list[OccurrenceResult] = []
+
+
+def expand(rule: str, dtstart_local: datetime, until_local: datetime | None = None) -> list[datetime]:
+    """Local naive starts of the rule; 422 for a rule that does not parse or is too long."""
+    text = rule.strip().removeprefix("RRULE:")
+    parts = dict(p.split("=", 1) for p in text.upper().split(";") if "=" in p)
+    if parts.get("FREQ") not in ALLOWED_FREQ:
+        raise Invalid("bad_rrule", f"FREQ must be one of {', '.join(ALLOWED_FREQ)}", field="rrule")
+    if "DTSTART" in text.upper():
+        raise Invalid("bad_rrule", "give the first occurrence in start/end, not DTSTART", field="rrule")
+    try:
+        rule_obj = rrulestr(text, dtstart=dtstart_local)
+        occurrences = list(islice(iter(rule_obj), MAX_OCCURRENCES + 1))  # type: ignore[call-overload]
+    except (ValueError, TypeError) as exc:
+        raise Invalid("bad_rrule", f"the RRULE does not parse: {exc}", field="rrule") from None
+    if len(occurrences) > MAX_OCCURRENCES:
+        raise Invalid("too_many_occurrences", f"at most {MAX_OCCURRENCES} occurrences: add COUNT or UNTIL",
+                      field="rrule", limit=MAX_OCCURRENCES)
+    if until_local is not None:
+        occurrences = [o for o in occurrences if o < until_local]
+    return occurrences
+
+
+def localize(naive: datetime, tz: ZoneInfo) -> datetime | None:
+    """Aware local time, or None when the wall time does not exist (the spring gap)."""
+    aware = naive.replace(tzinfo=tz)
+    back = aware.astimezone(ZoneInfo("UTC")).astimezone(tz).replace(tzinfo=None)
+    return aware if back == naive else None
+
+
+def _occurrence_times(series: Series, naive_start: datetime) -> tuple[datetime, datetime] | None:
+    tz = ZoneInfo(series.timezone)
+    start = localize(naive_start, tz)
+    end = localize(naive_start + timedelta(minutes=series.duration_minutes), tz)
+    if start is None or end is None:
+        return None
+    return start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC"))
+
+
+def _series_occurrences(series: Series) -> list[datetime]:
+    until = datetime.strptime(series.until_local, KEY_FORMAT) if series.until_local else None  # noqa: DTZ007 - local wall time
+    return expand(series.rrule, datetime.strptime(series.dtstart_local, KEY_FORMAT), until)  # noqa: DTZ007
+
+
+def _book_occurrences(
+    session: Session, principal: Principal, series: Series, ctx: ResourceCtx, naive_starts: list[datetime],
+    now: datetime, conflict: str, result: SeriesResult,
+) -> None:
+    planner = session.get(User, series.planner_id)
+    for naive in naive_starts:
+        key = naive.strftime(KEY_FORMAT)
+        times = _occurrence_times(series, naive)
+        if times is None:
+            result.skipped.append(OccurrenceResult(occurrence=key, code="nonexistent_local_time",
+                                                   message="this local time does not exist (DST change)"))
+            continue
+        if times[0] <= now:
+            continue
+        draft = service.Draft(ctx, planner, times[0], times[1], list(series.beneficiary_ids), series.places,  # type: ignore[arg-type]
+                              series.note, manages(principal, ctx))
+        try:
+            with session.begin_nested():
+                ctx.rules.check_times(draft.start, draft.end, now, privileged=draft.privileged)
+                r = service.insert(session, principal, draft, now, series_id=series.id, occurrence_key=key)
+            result.booked.append(OccurrenceResult(occurrence=key, reservation_id=r.id))
+        except AppError as exc:
+            result.skipped.append(OccurrenceResult(occurrence=key, code=exc.code, message=exc.message))
+    if conflict == "fail" and result.skipped:
+        raise Conflict("series_conflict", f"{len(result.skipped)} occurrence(s) cannot be booked; nothing was",
+                       occurrences=[s.model_dump() for s in result.skipped])
+
+
+def create_series(session: Session, principal: Principal, data: SeriesCreate, now: datetime | None = None) -> SeriesResult:
+    now = now or utcnow()
+    draft = service.prepare(session, principal, data, now)
+    ctx = draft.ctx
+    tz = ctx.rules.tz
+    local_start = draft.start.astimezone(tz).replace(tzinfo=None)
+    local_end = draft.end.astimezone(tz).replace(tzinfo=None)
+    starts = expand(data.rrule, local_start)
+    series = Series(
+        resource_id=ctx.resource.id, planner_id=principal.user_id, rrule=data.rrule.strip().removeprefix("RRULE:"),  # type: ignore[arg-type]
+        dtstart_local=local_start.strftime(KEY_FORMAT),
+        duration_minutes=int((local_end - local_start).total_seconds() // 60),
+        timezone=ctx.site.timezone, places=data.places, beneficiary_ids=draft.beneficiaries, note=data.note,
+    )
+    session.add(series)
+    session.flush()
+    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
+    _book_occurrences(session, principal, series, ctx, starts, now, data.conflict, result)
+    audit.record(session, principal.actor, "series.create", "series", series.id,
+                 after={"rrule": series.rrule, "dtstart_local": series.dtstart_local,
+                        "booked": len(result.booked), "skipped": len(result.skipped)})
+    return result
+
+
+def _load(session: Session, principal: Principal, series_id: int) -> tuple[Series, ResourceCtx, bool]:
+    series = session.get(Series, series_id)
+    if series is None:
+        raise NotFound("series_not_found", f"no series {series_id}")
+    ctx = load_resource_by_id(session, series.resource_id)
+    privileged = manages(principal, ctx)
+    if series.planner_id != principal.user_id and not privileged:
+        raise NotFound("series_not_found", f"no series {series_id}")
+    return series, ctx, privileged
+
+
+def _future_linked(session: Session, series: Series, from_key: str | None, now: datetime) -> list[Reservation]:
+    stmt = select(Reservation).where(
+        Reservation.series_id == series.id, Reservation.start > now,
+    )
+    if from_key:
+        stmt = stmt.where(Reservation.occurrence_key >= from_key)
+    return list(session.exec(stmt.order_by(Reservation.start)).all())
+
+
+def get_series(session: Session, principal: Principal, series_id: int) -> tuple[Series, list[Reservation]]:
+    series, _ctx, _p = _load(session, principal, series_id)
+    rows = session.exec(select(Reservation).where(Reservation.series_id == series.id).order_by(Reservation.start)).all()
+    return series, list(rows)
+
+
+def update_series(
+    session: Session, principal: Principal, series_id: int, data: SeriesUpdate, now: datetime | None = None,
+) -> SeriesResult:
+    """Edit every future occurrence, or this-and-following (the series is split in two).
+    Detached occurrences keep their own times and status."""
+    now = now or utcnow()
+    series, ctx, privileged = _load(session, principal, series_id)
+    if not series.active:
+        raise Conflict("series_inactive", "this series was cancelled")
+    from_key = data.from_occurrence
+    if data.scope == "following":
+        if not from_key:
+            raise Invalid("missing_occurrence", "scope=following needs from_occurrence", field="from_occurrence")
+        _parse_key(from_key)
+    tz = ctx.rules.tz
+    target = series
+    if not (ctx.resource.active and (privileged or series.planner_id == principal.user_id)):
+        raise Forbidden("not_the_planner", "only the planner or a manager may edit this series")
+    if data.scope == "following":
+        # Split: the old series stops before from_key; a new one carries the edit from there.
+        target = Series(**series.model_dump(exclude={"id", "created_at", "until_local"}))
+        target.dtstart_local = from_key  # type: ignore[assignment]
+        series.until_local = from_key
+        session.add(series)
+    if data.start is not None or data.end is not None:
+        if data.start is None or data.end is None:
+            raise Invalid("start_and_end", "give both start and end", field="start")
+        ls = data.start.astimezone(tz).replace(tzinfo=None)
+        le = data.end.astimezone(tz).replace(tzinfo=None)
+        if le <= ls:
+            raise Invalid("invalid_range", "the end must be after the start", field="end")
+        target.dtstart_local = ls.strftime(KEY_FORMAT)
+        target.duration_minutes = int((le - ls).total_seconds() // 60)
+    if data.rrule is not None:
+        target.rrule = data.rrule.strip().removeprefix("RRULE:")
+    if data.note is not None:
+        target.note = data.note
+    session.add(target)
+    session.flush()
+    result = SeriesResult(series_id=target.id, rrule=target.rrule, timezone=target.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
+    wanted: dict[date, datetime] = {}
+    for naive in _series_occurrences(target):
+        wanted.setdefault(naive.date(), naive)
+    existing = _future_linked(session, series, from_key if data.scope == "following" else None, now)
+    planner = session.get(User, series.planner_id)
+    blocked: set[date] = set()
+    movable: list[Reservation] = []
+    for r in existing:
+        if r.detached or r.status not in [s.value for s in ACTIVE]:
+            # Changed or cancelled on its own, or over: its date stays as it is.
+            blocked.add(_parse_key(r.occurrence_key or "").date())
+            if r.detached and r.series_id != target.id:
+                r.series_id = target.id
+                session.add(r)
+        else:
+            movable.append(r)
+    for r in movable:
+        day = _parse_key(r.occurrence_key or "").date()
+        naive = None if day in blocked else wanted.pop(day, None)
+        times = _occurrence_times(target, naive) if naive is not None else None
+        if naive is None or times is None:
+            service.set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
+            result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
+            continue
+        key = naive.strftime(KEY_FORMAT)
+        try:
+            with session.begin_nested():
+                service.move(session, ctx, r, times[0], times[1], planner, now, privileged=manages(principal, ctx))  # type: ignore[arg-type]
+                r.occurrence_key, r.series_id = key, target.id
+                session.add(r)
+                session.flush()
+            result.booked.append(OccurrenceResult(occurrence=key, reservation_id=r.id))
+        except AppError as exc:
+            result.skipped.append(OccurrenceResult(occurrence=key, code=exc.code, message=exc.message))
+            if data.conflict == "skip":
+                session.refresh(r)
+                service.set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
+                result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
+    fresh = [naive for day, naive in sorted(wanted.items()) if day not in blocked]
+    _book_occurrences(session, principal, target, ctx, fresh, now, data.conflict, result)
+    audit.record(session, principal.actor, "series.update", "series", target.id,
+                 after={"scope": data.scope, "rrule": target.rrule, "dtstart_local": target.dtstart_local,
+                        "booked": len(result.booked), "skipped": len(result.skipped)},
+                 split_from=series.id if target is not series else None)
+    return result
+
+
+def cancel_series(
+    session: Session, principal: Principal, series_id: int, data: SeriesCancel, now: datetime | None = None,
+) -> SeriesResult:
+    now = now or utcnow()
+    series, ctx, privileged = _load(session, principal, series_id)
+    if data.scope == "following" and not data.from_occurrence:
+        raise Invalid("missing_occurrence", "scope=following needs from_occurrence", field="from_occurrence")
+    if not privileged and series.planner_id != principal.user_id:
+        raise Forbidden("not_the_planner", "only the planner or a manager may cancel this series")
+    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
+    from_key = data.from_occurrence if data.scope == "following" else None
+    for r in _future_linked(session, series, from_key, now):
+        if r.status in (Status.pending, Status.confirmed):
+            service.set_status(session, principal.actor, r, ctx, Status.cancelled, data.reason, now)
+            result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
+    if data.scope == "all":
+        series.active = False
+    else:
+        series.until_local = from_key
+    session.add(series)
+    audit.record(session, principal.actor, "series.cancel", "series", series.id,
+                 after={"scope": data.scope, "from": from_key, "cancelled": len(result.cancelled)})
+    return result
+
+
+def _parse_key(key: str) -> datetime:
+    try:
+        return datetime.strptime(key, KEY_FORMAT)  # noqa: DTZ007 - local wall time
+    except ValueError:
+        raise Invalid("bad_occurrence", "from_occurrence is an occurrence_key like 2026-12-01T19:00:00",
+                      field="from_occurrence") from None
+
+
+def occurrences_of(session: Session, series_id: int) -> list[Reservation]:
+    return list(session.exec(select(Reservation).where(col(Reservation.series_id) == series_id)).all())

@@ -1,0 +1,549 @@
+"""Every reservation write: rules, quotas, unit allocation, the no-double-booking guarantee,
+and the audit and outbox rows, all in the caller's one transaction.
+
+No double booking is enforced by the database. PostgreSQL: an exclusion constraint over
+(unit, block range) for holding statuses, so two racing inserts cannot both commit; the
+check below only produces a friendly answer. SQLite: write transactions begin IMMEDIATE, so
+the check and the insert run under the single writer lock. Capacity units are locked
+(`FOR UPDATE`) before their places are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
+from bms.models import Reservation, ReservationBeneficiary, Resource, ResourceUnit
+from bms.states import ACTIVE, HOLDING, Status, check_transition
+from bookgate import audit, outbox
+from bookgate.auth import Principal
+from bookgate.db import is_sqlite, utcnow
+from bookgate.errors import Conflict, Forbidden, Invalid, NotFound
+from bookgate.models import User, Venue
+from config.site import Moderation
+
+# ---------------------------------------------------------------- schemas
+
+
+class ReservationCreate(BaseModel):
+    """Times must carry a UTC offset (e.g. 2026-12-01T18:00:00+01:00); a naive time is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    resource: str = Field(min_length=1, max_length=63)
+    start: AwareDatetime
+    end: AwareDatetime
+    beneficiaries: list[int] = Field(default_factory=list, max_length=200)
+    places: int = Field(default=1, ge=1, le=10_000)
+    note: str = Field(default="", max_length=1000)
+
+
+class ReservationPublic(BaseModel):
+    id: int
+    resource: str
+    unit: str
+    planner_id: int
+    beneficiaries: list[int]
+    start: datetime
+    end: datetime
+    local_start: str
+    local_end: str
+    timezone: str
+    access_start: datetime
+    access_end: datetime
+    places: int
+    status: str
+    status_reason: str | None
+    note: str
+    series_id: int | None
+    occurrence_key: str | None
+    detached: bool
+    changes: int
+
+
+def public(session: Session, r: Reservation, ctx: ResourceCtx | None = None) -> ReservationPublic:
+    ctx = ctx or load_resource_by_id(session, r.resource_id)
+    unit = next((u for u in ctx.units if u.id == r.unit_id), None) or session.get(ResourceUnit, r.unit_id)
+    bens = session.exec(
+        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
+    ).all()
+    tz = ctx.rules.tz
+    return ReservationPublic(
+        id=r.id,  # type: ignore[arg-type]
+        resource=ctx.resource.key,
+        unit=unit.key,  # type: ignore[union-attr]
+        planner_id=r.planner_id,
+        beneficiaries=sorted(bens),
+        start=r.start,
+        end=r.end,
+        local_start=r.start.astimezone(tz).isoformat(),
+        local_end=r.end.astimezone(tz).isoformat(),
+        timezone=ctx.site.timezone,
+        access_start=r.access_start,
+        access_end=r.access_end,
+        places=r.places,
+        status=r.status,
+        status_reason=r.status_reason,
+        note=r.note,
+        series_id=r.series_id,
+        occurrence_key=r.occurrence_key,
+        detached=r.detached,
+        changes=r.changes,
+    )
+
+
+def _event(r: Reservation, ctx: ResourceCtx) -> dict[str, Any]:
+    return {
+        "reservation_id": r.id,
+        "resource": ctx.resource.key,
+        "start": r.start.isoformat(),
+        "end": r.end.isoformat(),
+        "status": r.status,
+        "planner_id": r.planner_id,
+    }
+
+
+# ---------------------------------------------------------------- overlap and allocation
+
+
+def holding_overlaps(
+    session: Session, unit_ids: Iterable[int], block_start: datetime, block_end: datetime,
+    exclude_id: int | None = None,
+) -> list[Reservation]:
+    stmt = select(Reservation).where(
+        col(Reservation.unit_id).in_(list(unit_ids)),
+        col(Reservation.status).in_([s.value for s in HOLDING]),
+        Reservation.block_start < block_end,
+        Reservation.block_end > block_start,
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(Reservation.id != exclude_id)
+    return list(session.exec(stmt).all())
+
+
+def peak_places(bookings: Iterable[Reservation], start: datetime, end: datetime) -> int:
+    """The most places in use at any instant of [start, end)."""
+    edges: list[tuple[datetime, int]] = []
+    for b in bookings:
+        a, z = max(b.block_start, start), min(b.block_end, end)
+        if a < z:
+            edges += [(a, b.places), (z, -b.places)]
+    peak = used = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        used += delta
+        peak = max(peak, used)
+    return peak
+
+
+def _slot_taken(conflict: Reservation | None, **extra: Any) -> Conflict:
+    window = {"start": conflict.start.isoformat(), "end": conflict.end.isoformat()} if conflict else None
+    return Conflict("slot_taken", "this time is already booked", conflicting_window=window, **extra)
+
+
+def _unit_order(session: Session, ctx: ResourceCtx, start: datetime, prefer: int | None) -> list[ResourceUnit]:
+    units = list(ctx.units)
+    if ctx.resource.pool_strategy == "balancing" and len(units) > 1:
+        horizon = timedelta(days=30)
+        rows = session.exec(
+            select(Reservation.unit_id, func.count())
+            .where(
+                col(Reservation.unit_id).in_([u.id for u in units]),
+                col(Reservation.status).in_([s.value for s in HOLDING]),
+                Reservation.start > start - horizon,
+                Reservation.start < start + horizon,
+            )
+            .group_by(Reservation.unit_id)
+        ).all()
+        use = dict(rows)
+        units.sort(key=lambda u: (use.get(u.id, 0), u.position, u.id))
+    if prefer is not None:
+        units.sort(key=lambda u: u.id != prefer)
+    return units
+
+
+def _is_exclusion_violation(exc: IntegrityError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "23P01"
+
+
+_INTENT = ("start", "end", "block_start", "block_end", "access_start", "access_end", "places", "status", "updated_at")
+
+
+def place(session: Session, ctx: ResourceCtx, r: Reservation, *, prefer_unit: int | None = None) -> None:
+    """Assign `r` a unit and flush it, or raise 409 slot_taken. `r.block_*` must be set."""
+    # Explicit flushes only: an autoflush of a moved booking must not fire outside its savepoint.
+    with session.no_autoflush:
+        _place(session, ctx, r, prefer_unit)
+
+
+def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int | None) -> None:
+    holding = r.status in HOLDING
+    if not ctx.units:
+        raise Conflict("no_units", "this resource has no active unit to book")
+    if not ctx.exclusive:
+        unit = ctx.units[0]
+        if holding:
+            if not is_sqlite(session):
+                session.exec(select(ResourceUnit.id).where(ResourceUnit.id == unit.id).with_for_update()).one()
+            others = holding_overlaps(session, [unit.id], r.block_start, r.block_end, r.id)  # type: ignore[list-item]
+            used = peak_places(others, r.block_start, r.block_end)
+            if used + r.places > ctx.resource.capacity:
+                raise _slot_taken(None, places_left=max(0, ctx.resource.capacity - used))
+        r.unit_id = unit.id  # type: ignore[assignment]
+        session.add(r)
+        session.flush()
+        return
+    first_conflict: Reservation | None = None
+    # A rolled-back savepoint expires (or expunges) `r`: keep what we meant to write.
+    intent = {k: getattr(r, k) for k in _INTENT}
+    for unit in _unit_order(session, ctx, r.start, prefer_unit):
+        for k, v in intent.items():
+            setattr(r, k, v)
+        if holding:
+            clash = holding_overlaps(session, [unit.id], r.block_start, r.block_end, r.id)  # type: ignore[list-item]
+            if clash:
+                first_conflict = first_conflict or min(clash, key=lambda c: c.start)
+                continue
+        r.unit_id = unit.id  # type: ignore[assignment]
+        try:
+            with session.begin_nested():
+                session.add(r)
+                session.flush()
+            return
+        except IntegrityError as exc:
+            if not _is_exclusion_violation(exc):
+                raise
+            # A concurrent booking committed on this unit after our check: try the next one.
+            continue
+    raise _slot_taken(first_conflict)
+
+
+# ---------------------------------------------------------------- quotas
+
+
+def _window_peak(intervals: list[tuple[datetime, datetime]], new: tuple[datetime, datetime], days: int) -> int:
+    """Largest booked minutes in any `days`-long window that overlaps the new booking."""
+    span = timedelta(days=days)
+    candidates = {new[0], new[1] - span}
+    for a, z in intervals:
+        candidates |= {a, z - span}
+    best = 0
+    for w in candidates:
+        if not (w < new[1] and w + span > new[0]):
+            continue
+        total = sum(
+            max(0.0, (min(z, w + span) - max(a, w)).total_seconds()) for a, z in [*intervals, new]
+        )
+        best = max(best, int(total // 60))
+    return best
+
+
+def check_quotas(
+    session: Session, ctx: ResourceCtx, planner: User, start: datetime, end: datetime,
+    now: datetime, exclude_id: int | None = None,
+) -> None:
+    active_stmt = select(func.count()).select_from(Reservation).where(
+        Reservation.planner_id == planner.id,
+        col(Reservation.status).in_([s.value for s in ACTIVE]),
+        Reservation.end > now,
+    )
+    if exclude_id is not None:
+        active_stmt = active_stmt.where(Reservation.id != exclude_id)
+    else:
+        used = session.exec(active_stmt).one()
+        limit = ctx.rules.max_active_per_user
+        if used >= limit:
+            raise Conflict("quota_exceeded", f"at most {limit} active reservations per user",
+                           quota="max_active_reservations", limit=limit, used=used)
+    group = ctx.resource.quota_group
+    for budget in ctx.rules.budgets:
+        if not group or budget.group != group:
+            continue
+        span = timedelta(days=budget.days)
+        planners = [planner.id]
+        if budget.per == "unit" and planner.unit:
+            planners = list(session.exec(select(User.id).where(User.unit == planner.unit)).all())
+        stmt = (
+            select(Reservation.start, Reservation.end)
+            .join(Resource, col(Resource.id) == Reservation.resource_id)
+            .where(
+                Resource.quota_group == group,
+                col(Reservation.planner_id).in_(planners),
+                col(Reservation.status).in_([s.value for s in ACTIVE]),
+                Reservation.start < end + span,
+                Reservation.end > start - span,
+            )
+        )
+        if exclude_id is not None:
+            stmt = stmt.where(Reservation.id != exclude_id)
+        intervals = [(a, z) for a, z in session.exec(stmt).all()]
+        peak = _window_peak(intervals, (start, end), budget.days)
+        if peak > budget.minutes:
+            used_now = _window_peak(intervals, (start, start), budget.days)
+            raise Conflict(
+                "quota_exceeded",
+                f"at most {budget.minutes} minutes of {group} per {budget.days} days per {budget.per}",
+                quota=f"budget:{group}", per=budget.per, limit_minutes=budget.minutes,
+                used_minutes=used_now, window_days=budget.days,
+            )
+
+
+# ---------------------------------------------------------------- create
+
+
+@dataclass
+class Draft:
+    """A validated booking request, before a unit is chosen."""
+
+    ctx: ResourceCtx
+    planner: User
+    start: datetime
+    end: datetime
+    beneficiaries: list[int]
+    places: int
+    note: str
+    privileged: bool
+
+
+def _beneficiaries(session: Session, ids: list[int], ctx: ResourceCtx) -> list[int]:
+    unique = sorted(set(ids))
+    if len(unique) > ctx.rules.max_beneficiaries:
+        raise Invalid("too_many_beneficiaries", f"at most {ctx.rules.max_beneficiaries} beneficiaries",
+                      field="beneficiaries", limit=ctx.rules.max_beneficiaries)
+    if unique:
+        found = set(session.exec(select(User.id).where(col(User.id).in_(unique), User.is_active)).all())
+        missing = [i for i in unique if i not in found]
+        if missing:
+            raise Invalid("unknown_beneficiary", f"no active user {missing[0]}", field="beneficiaries",
+                          unknown=missing)
+    return unique
+
+
+def prepare(session: Session, principal: Principal, data: ReservationCreate, now: datetime) -> Draft:
+    ctx = load_resource(session, data.resource)
+    require_can_book(principal, ctx)
+    privileged = manages(principal, ctx)
+    start, end = data.start.astimezone(now.tzinfo), data.end.astimezone(now.tzinfo)
+    ctx.rules.check_times(start, end, now, privileged=privileged)
+    if data.places > ctx.resource.capacity:
+        raise Invalid("too_many_places", f"this resource holds {ctx.resource.capacity} place(s)", field="places")
+    planner = session.get(User, principal.user_id)
+    bens = _beneficiaries(session, data.beneficiaries, ctx)
+    return Draft(ctx, planner, start, end, bens, data.places, data.note, privileged)  # type: ignore[arg-type]
+
+
+def initial_status(draft: Draft) -> Status:
+    """auto: confirmed at once; manual: pending; rules: the rules already passed, so confirmed.
+    Managers' own bookings are confirmed."""
+    if draft.privileged or draft.ctx.rules.moderation in (Moderation.auto, Moderation.rules):
+        return Status.confirmed
+    return Status.pending
+
+
+def insert(
+    session: Session, principal: Principal, draft: Draft, now: datetime, *,
+    series_id: int | None = None, occurrence_key: str | None = None, status: Status | None = None,
+    skip_quotas: bool = False,
+) -> Reservation:
+    ctx = draft.ctx
+    if not skip_quotas:
+        check_quotas(session, ctx, draft.planner, draft.start, draft.end, now)
+    a_start, a_end = ctx.rules.access_window(draft.start, draft.end)
+    r = Reservation(
+        resource_id=ctx.resource.id,  # type: ignore[arg-type]
+        unit_id=ctx.units[0].id if ctx.units else 0,  # type: ignore[arg-type]
+        planner_id=draft.planner.id,  # type: ignore[arg-type]
+        start=draft.start,
+        end=draft.end,
+        block_start=draft.start,
+        block_end=draft.end + ctx.rules.buffer,
+        access_start=a_start,
+        access_end=a_end,
+        exclusive=ctx.exclusive,
+        places=draft.places,
+        status=(status or initial_status(draft)).value,
+        note=draft.note,
+        series_id=series_id,
+        occurrence_key=occurrence_key,
+    )
+    place(session, ctx, r)
+    for uid in draft.beneficiaries:
+        session.add(ReservationBeneficiary(reservation_id=r.id, user_id=uid))  # type: ignore[arg-type]
+    session.flush()
+    kind = "reservation.confirmed" if r.status == Status.confirmed else "reservation.requested"
+    outbox.enqueue(session, kind, _event(r, ctx))
+    audit.record(session, principal.actor, "reservation.create", "reservation", r.id,
+                 after={"resource": ctx.resource.key, "start": r.start, "end": r.end, "status": r.status,
+                        "unit_id": r.unit_id, "places": r.places})
+    return r
+
+
+def create(session: Session, principal: Principal, data: ReservationCreate, now: datetime | None = None) -> Reservation:
+    now = now or utcnow()
+    return insert(session, principal, prepare(session, principal, data, now), now)
+
+
+# ---------------------------------------------------------------- read
+
+
+def visible(session: Session, principal: Principal, r: Reservation, ctx: ResourceCtx | None = None) -> bool:
+    if r.planner_id == principal.user_id or principal.admin:
+        return True
+    ctx = ctx or load_resource_by_id(session, r.resource_id)
+    if manages(principal, ctx):
+        return True
+    return session.get(ReservationBeneficiary, (r.id, principal.user_id)) is not None
+
+
+def get_visible(session: Session, principal: Principal, reservation_id: int) -> tuple[Reservation, ResourceCtx]:
+    """404 for both 'does not exist' and 'not yours': existence is not leaked."""
+    r = session.get(Reservation, reservation_id)
+    if r is None:
+        raise NotFound("reservation_not_found", f"no reservation {reservation_id}")
+    ctx = load_resource_by_id(session, r.resource_id)
+    if not visible(session, principal, r, ctx):
+        raise NotFound("reservation_not_found", f"no reservation {reservation_id}")
+    return r, ctx
+
+
+def get_for_change(
+    session: Session, principal: Principal, reservation_id: int
+) -> tuple[Reservation, ResourceCtx, bool]:
+    """The planner or a manager of the venue may change it; a beneficiary only sees it."""
+    r, ctx = get_visible(session, principal, reservation_id)
+    privileged = manages(principal, ctx)
+    if not privileged and r.planner_id != principal.user_id:
+        raise Forbidden("not_the_planner", "only the person who booked, or a manager, may change this")
+    if not is_sqlite(session):
+        session.refresh(r, with_for_update=True)
+    return r, ctx, privileged
+
+
+# ---------------------------------------------------------------- change
+
+
+def _check_change_allowed(r: Reservation, ctx: ResourceCtx, privileged: bool, now: datetime, *, counts: bool) -> None:
+    if r.status not in (Status.pending, Status.confirmed):
+        raise Conflict("not_modifiable", f"a {r.status} reservation cannot be changed", status_from=r.status)
+    if privileged:
+        return
+    if now > r.start - ctx.rules.change_deadline:
+        minutes = int(ctx.rules.change_deadline.total_seconds() // 60)
+        raise Conflict("change_deadline_passed", f"changes close {minutes} minutes before the start")
+    if counts and r.changes >= ctx.rules.max_changes:
+        raise Conflict("too_many_changes", f"at most {ctx.rules.max_changes} changes", limit=ctx.rules.max_changes)
+
+
+def move(
+    session: Session, ctx: ResourceCtx, r: Reservation, start: datetime, end: datetime, planner: User,
+    now: datetime, *, privileged: bool,
+) -> None:
+    """Put an existing booking on new times (same resource), keeping its unit if it is free."""
+    ctx.rules.check_times(start, end, now, privileged=privileged)
+    check_quotas(session, ctx, planner, start, end, now, exclude_id=r.id)
+    r.start, r.end = start, end
+    r.block_start, r.block_end = start, end + ctx.rules.buffer
+    r.access_start, r.access_end = ctx.rules.access_window(start, end)
+    r.updated_at = now
+    place(session, ctx, r, prefer_unit=r.unit_id)
+
+
+def reschedule(
+    session: Session, principal: Principal, reservation_id: int, start: datetime, end: datetime,
+    now: datetime | None = None,
+) -> Reservation:
+    now = now or utcnow()
+    r, ctx, privileged = get_for_change(session, principal, reservation_id)
+    _check_change_allowed(r, ctx, privileged, now, counts=True)
+    before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
+    planner = session.get(User, r.planner_id)
+    move(session, ctx, r, start.astimezone(now.tzinfo), end.astimezone(now.tzinfo), planner, now,  # type: ignore[arg-type]
+         privileged=privileged)
+    r.changes += 1
+    if r.series_id is not None:
+        r.detached = True
+    session.add(r)
+    session.flush()
+    outbox.enqueue(session, "reservation.changed", {**_event(r, ctx), "before": {k: str(v) for k, v in before.items()}})
+    audit.record(session, principal.actor, "reservation.reschedule", "reservation", r.id, before=before,
+                 after={"start": r.start, "end": r.end, "unit_id": r.unit_id})
+    return r
+
+
+def set_status(
+    session: Session, actor: audit.Actor, r: Reservation, ctx: ResourceCtx, target: Status,
+    reason: str | None = None, now: datetime | None = None,
+) -> None:
+    """The one way a status changes: checked against the state machine, audited, announced."""
+    check_transition(r.status, target)
+    before = r.status
+    r.status = target.value
+    r.status_reason = reason
+    r.updated_at = now or utcnow()
+    session.add(r)
+    session.flush()
+    outbox.enqueue(session, f"reservation.{target.value}", {**_event(r, ctx), "reason": reason})
+    audit.record(session, actor, f"reservation.{target.value}", "reservation", r.id,
+                 before={"status": before}, after={"status": r.status}, reason=reason)
+
+
+def cancel(
+    session: Session, principal: Principal, reservation_id: int, reason: str, now: datetime | None = None,
+) -> Reservation:
+    now = now or utcnow()
+    r, ctx, privileged = get_for_change(session, principal, reservation_id)
+    check_transition(r.status, Status.cancelled)
+    _check_change_allowed(r, ctx, privileged, now, counts=False)
+    if r.series_id is not None:
+        r.detached = True
+    set_status(session, principal.actor, r, ctx, Status.cancelled, reason, now)
+    return r
+
+
+# ---------------------------------------------------------------- list
+
+
+def list_for(
+    session: Session, principal: Principal, *, scope: str = "mine", resource: str | None = None,
+    status: list[str] | None = None, start_from: datetime | None = None, start_to: datetime | None = None,
+    limit: int = 100, offset: int = 0,
+) -> list[Reservation]:
+    stmt = select(Reservation)
+    if scope == "mine":
+        bens = select(ReservationBeneficiary.reservation_id).where(
+            ReservationBeneficiary.user_id == principal.user_id
+        )
+        stmt = stmt.where((Reservation.planner_id == principal.user_id) | col(Reservation.id).in_(bens))
+    elif scope == "managed":
+        if not principal.admin:
+            venue_ids = list(principal.managed_venues)
+            if not venue_ids:
+                raise Forbidden("forbidden_role", "scope=managed is for venue managers")
+            res_ids = select(Resource.id).join(Venue, col(Venue.id) == Resource.venue_id).where(
+                col(Venue.id).in_(venue_ids)
+            )
+            stmt = stmt.where(col(Reservation.resource_id).in_(res_ids))
+    else:
+        raise Invalid("bad_scope", "scope is mine or managed", field="scope")
+    if resource:
+        rid = session.exec(select(Resource.id).where(Resource.key == resource)).first()
+        if rid is None:
+            raise NotFound("resource_not_found", f"no resource {resource!r}", field="resource")
+        stmt = stmt.where(Reservation.resource_id == rid)
+    if status:
+        bad = [s for s in status if s not in Status.__members__]
+        if bad:
+            raise Invalid("bad_status", f"unknown status {bad[0]!r}", field="status")
+        stmt = stmt.where(col(Reservation.status).in_(status))
+    if start_from is not None:
+        stmt = stmt.where(Reservation.end > start_from)
+    if start_to is not None:
+        stmt = stmt.where(Reservation.start < start_to)
+    return list(session.exec(stmt.order_by(Reservation.start, Reservation.id).offset(offset).limit(limit)).all())
+
