@@ -214,6 +214,8 @@ def update_series(
         # Split: the old series stops before from_key; a new one carries the edit from there.
         target = Series(**series.model_dump(exclude={"id", "created_at", "until_local"}))
         target.dtstart_local = from_key  # type: ignore[assignment]
+        before = [o for o in _series_occurrences(series) if o.strftime(KEY_FORMAT) < from_key]  # type: ignore[operator]
+        target.rrule = _reduce_count(series.rrule, len(before))
         series.until_local = from_key
         session.add(series)
     if data.start is not None or data.end is not None:
@@ -302,6 +304,17 @@ def cancel_series(
     audit.record(session, principal.actor, "series.cancel", "series", series.id,
                  after={"scope": data.scope, "from": from_key, "cancelled": len(result.cancelled)})
     return result
+
+
+def _reduce_count(rule: str, used: int) -> str:
+    """The rest of a COUNT-limited rule once `used` occurrences stay with the first half."""
+    parts = []
+    for part in rule.split(";"):
+        name, _, value = part.partition("=")
+        if name.upper() == "COUNT" and value.isdigit():
+            part = f"COUNT={max(1, int(value) - used)}"
+        parts.append(part)
+    return ";".join(parts)
 
 
 def _parse_key(key: str) -> datetime:

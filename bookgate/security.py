@@ -13,6 +13,13 @@ _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 MIN_PASSWORD_LENGTH = 10
 
 
+def set_hash_cost(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    """Change the Argon2id cost (tests lower it to keep hundreds of logins fast)."""
+    global _hasher
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+    _dummy_hash.cache_clear()
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

@@ -24,6 +24,7 @@ from bookgate.audit import SYSTEM
 from bookgate.db import make_engine, write_session
 from bookgate.models import User
 from bookgate.schema import load_all_models
+from bookgate.security import set_hash_cost
 from config import Settings
 
 
@@ -47,6 +48,9 @@ def _pg_server_url() -> str | None:
 
 
 PG_SERVER = _pg_server_url()
+
+# Real Argon2id, at a cost that keeps hundreds of test logins fast; production keeps the default.
+set_hash_cost(time_cost=1, memory_cost=1024, parallelism=1)
 BACKENDS = ["sqlite", "postgresql"]
 
 
