@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from bms import availability, recurrence, service
-from bms.context import ResourceCtx, can_see, load_resource, load_resource_by_id, manages
+from bms.context import ResourceCtx, can_see, load_many, load_resource, load_resource_by_id, manages
 from bms.models import IdempotencyRecord, Resource
 from bms.service import ReservationCreate, ReservationPublic
 from bookgate import audit
@@ -48,10 +48,17 @@ class ResourcePublic(BaseModel):
 def _resource_public(ctx: ResourceCtx) -> ResourcePublic:
     effective = merge_rules(ctx.site.defaults, ctx.venue.rules, ctx.resource.rules)
     return ResourcePublic(
-        key=ctx.resource.key, name=ctx.resource.name, kind=ctx.resource.kind, venue=ctx.venue.key,
-        site=ctx.site.key, timezone=ctx.site.timezone, capacity=ctx.resource.capacity,
-        units=[u.key for u in ctx.units], pool_strategy=ctx.resource.pool_strategy,
-        quota_group=ctx.resource.quota_group, rules=effective.model_dump(mode="json", exclude_none=True),
+        key=ctx.resource.key,
+        name=ctx.resource.name,
+        kind=ctx.resource.kind,
+        venue=ctx.venue.key,
+        site=ctx.site.key,
+        timezone=ctx.site.timezone,
+        capacity=ctx.resource.capacity,
+        units=[u.key for u in ctx.units],
+        pool_strategy=ctx.resource.pool_strategy,
+        quota_group=ctx.resource.quota_group,
+        rules=effective.model_dump(mode="json", exclude_none=True),
         access=ctx.resource.access,
     )
 
@@ -68,12 +75,8 @@ def list_resources(principal: CurrentUser, session: SessionDep, venue: str | Non
     stmt = select(Resource).where(Resource.active).order_by(Resource.key)
     if venue:
         stmt = stmt.join(Venue, Venue.id == Resource.venue_id).where(Venue.key == venue)
-    out = []
-    for res in session.exec(stmt).all():
-        ctx = load_resource_by_id(session, res.id)  # type: ignore[arg-type]
-        if can_see(principal, ctx):
-            out.append(_resource_public(ctx))
-    return out
+    ctxs = load_many(session, list(session.exec(stmt).all()))
+    return [_resource_public(c) for c in ctxs if can_see(principal, c)]
 
 
 @router.get("/resources/{key}", response_model=ResourcePublic, tags=["resources"])
@@ -93,8 +96,15 @@ def update_rules(key: str, data: Rules, principal: CurrentUser, session: WriteSe
     ctx.resource.rules = {k: v for k, v in merged.items() if v is not None}
     merge_rules(ctx.site.defaults, ctx.venue.rules, ctx.resource.rules)  # still consistent as a whole
     session.add(ctx.resource)
-    audit.record(session, principal.actor, "resource.rules", "resource", ctx.resource.key,
-                 before=before, after=ctx.resource.rules)
+    audit.record(
+        session,
+        principal.actor,
+        "resource.rules",
+        "resource",
+        ctx.resource.key,
+        before=before,
+        after=ctx.resource.rules,
+    )
     session.commit()
     return _resource_public(load_resource(session, key))
 
@@ -112,18 +122,18 @@ def resource_availability(
 
 @router.get("/venues/{key}/availability", response_model=list[availability.ResourceAvailability], tags=["resources"])
 def venue_availability(
-    key: str, principal: CurrentUser, session: SessionDep, date_: Annotated[date, Query(alias="date")],
+    key: str,
+    principal: CurrentUser,
+    session: SessionDep,
+    date_: Annotated[date, Query(alias="date")],
 ) -> list[availability.ResourceAvailability]:
     venue = session.exec(select(Venue).where(Venue.key == key)).first()
     if venue is None:
         raise NotFound("venue_not_found", f"no venue {key!r}")
-    ctxs = [
-        load_resource_by_id(session, rid)  # type: ignore[arg-type]
-        for rid in session.exec(
-            select(Resource.id).where(Resource.venue_id == venue.id, Resource.active).order_by(Resource.key)
-        ).all()
-    ]
-    ctxs = [c for c in ctxs if can_see(principal, c)]
+    resources = session.exec(
+        select(Resource).where(Resource.venue_id == venue.id, Resource.active).order_by(Resource.key)
+    ).all()
+    ctxs = [c for c in load_many(session, list(resources)) if can_see(principal, c)]
     if not ctxs:
         raise NotFound("venue_not_found", f"no venue {key!r}")
     return availability.venue_availability(session, ctxs, date_)
@@ -138,13 +148,15 @@ def _request_hash(data: BaseModel) -> str:
 
 def _replay(engine: Any, user_id: int, key: str, digest: str) -> JSONResponse | None:
     with open_session(engine) as s:
-        rec = s.exec(select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id,
-                                                     IdempotencyRecord.key == key)).first()
+        rec = s.exec(
+            select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
+        ).first()
     if rec is None or rec.status_code == 0:
         return None
     if rec.request_hash != digest:
-        raise Invalid("idempotency_key_reused", "this Idempotency-Key was used for a different request",
-                      field="Idempotency-Key")
+        raise Invalid(
+            "idempotency_key_reused", "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+        )
     return JSONResponse(rec.response, status_code=rec.status_code, headers={"Idempotent-Replayed": "true"})
 
 
@@ -164,8 +176,9 @@ def create_reservation(
     with open_session(engine, write=True) as session:
         record = None
         if idempotency_key:
-            record = IdempotencyRecord(user_id=principal.user_id, key=idempotency_key, request_hash=digest,
-                                       status_code=0)
+            record = IdempotencyRecord(
+                user_id=principal.user_id, key=idempotency_key, request_hash=digest, status_code=0
+            )
             session.add(record)
             try:
                 session.flush()
@@ -173,7 +186,8 @@ def create_reservation(
                 session.rollback()
                 return _replay(engine, principal.user_id, idempotency_key, digest) or JSONResponse(
                     {"code": "in_progress", "message": "the first request with this key is still running"},
-                    status_code=409)
+                    status_code=409,
+                )
         r = service.create(session, principal, data)
         body = service.public(session, r)
         if record is not None:
@@ -196,8 +210,17 @@ def list_reservations(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ReservationPublic]:
-    rows = service.list_for(session, principal, scope=scope, resource=resource, status=status_,
-                            start_from=from_, start_to=to, limit=limit, offset=offset)
+    rows = service.list_for(
+        session,
+        principal,
+        scope=scope,
+        resource=resource,
+        status=status_,
+        start_from=from_,
+        start_to=to,
+        limit=limit,
+        offset=offset,
+    )
     return [service.public(session, r) for r in rows]
 
 
@@ -214,8 +237,9 @@ class RescheduleIn(BaseModel):
 
 
 @router.post("/reservations/{reservation_id}/reschedule", response_model=ReservationPublic)
-def reschedule(reservation_id: int, data: RescheduleIn, principal: CurrentUser,
-               session: WriteSessionDep) -> ReservationPublic:
+def reschedule(
+    reservation_id: int, data: RescheduleIn, principal: CurrentUser, session: WriteSessionDep
+) -> ReservationPublic:
     r = service.reschedule(session, principal, reservation_id, data.start, data.end)
     body = service.public(session, r)
     session.commit()
@@ -275,8 +299,14 @@ def duplicate(reservation_id: int, data: DuplicateIn, principal: CurrentUser, se
             end = (start.replace(tzinfo=None) + (le.replace(tzinfo=None) - ls.replace(tzinfo=None))).replace(tzinfo=tz)
             try:
                 with session.begin_nested():
-                    req = ReservationCreate(resource=key, start=start, end=end, beneficiaries=bens,
-                                            places=original.places, note=original.note)
+                    req = ReservationCreate(
+                        resource=key,
+                        start=start,
+                        end=end,
+                        beneficiaries=bens,
+                        places=original.places,
+                        note=original.note,
+                    )
                     r = service.create(session, principal, req)
                 out.made.append(CopyResult(date=d, resource=key, reservation=service.public(session, r)))
             except AppError as exc:
@@ -312,24 +342,31 @@ def get_series(series_id: int, principal: CurrentUser, session: SessionDep) -> S
     series, rows = recurrence.get_series(session, principal, series_id)
     ctx = load_resource_by_id(session, series.resource_id)
     return SeriesPublic(
-        id=series.id, resource=ctx.resource.key, rrule=series.rrule, dtstart_local=series.dtstart_local,  # type: ignore[arg-type]
-        until_local=series.until_local, duration_minutes=series.duration_minutes, timezone=series.timezone,
-        active=series.active, occurrences=[service.public(session, r, ctx) for r in rows],
+        id=series.id,
+        resource=ctx.resource.key,
+        rrule=series.rrule,
+        dtstart_local=series.dtstart_local,  # type: ignore[arg-type]
+        until_local=series.until_local,
+        duration_minutes=series.duration_minutes,
+        timezone=series.timezone,
+        active=series.active,
+        occurrences=[service.public(session, r, ctx) for r in rows],
     )
 
 
 @router.patch("/series/{series_id}", response_model=recurrence.SeriesResult, tags=["series"])
-def update_series(series_id: int, data: recurrence.SeriesUpdate, principal: CurrentUser,
-                  session: WriteSessionDep) -> Any:
+def update_series(
+    series_id: int, data: recurrence.SeriesUpdate, principal: CurrentUser, session: WriteSessionDep
+) -> Any:
     result = recurrence.update_series(session, principal, series_id, data)
     session.commit()
     return result
 
 
 @router.post("/series/{series_id}/cancel", response_model=recurrence.SeriesResult, tags=["series"])
-def cancel_series(series_id: int, data: recurrence.SeriesCancel, principal: CurrentUser,
-                  session: WriteSessionDep) -> Any:
+def cancel_series(
+    series_id: int, data: recurrence.SeriesCancel, principal: CurrentUser, session: WriteSessionDep
+) -> Any:
     result = recurrence.cancel_series(session, principal, series_id, data)
     session.commit()
     return result
-

@@ -81,8 +81,12 @@ def _slots_for(ctx: ResourceCtx, start: datetime, end: datetime) -> list[tuple[d
 def _fetch(session: Session, resource_ids: list[int], start: datetime, end: datetime) -> dict[int, list[_Booked]]:
     rows = session.exec(
         select(
-            Reservation.resource_id, Reservation.unit_id, Reservation.block_start, Reservation.block_end,
-            Reservation.places, Reservation.status,
+            Reservation.resource_id,
+            Reservation.unit_id,
+            Reservation.block_start,
+            Reservation.block_end,
+            Reservation.places,
+            Reservation.status,
         ).where(
             col(Reservation.resource_id).in_(resource_ids),
             col(Reservation.status).in_([s.value for s in (*HOLDING, Status.pending)]),
@@ -117,8 +121,16 @@ def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: list[tuple[datetim
             total = cap
         status = "free" if available >= total else ("full" if available <= 0 else "limited")
         waiting = sum(1 for b in pending if b.block_start < e and b.block_end > s)
-        out.append(Slot(start=s, end=e, local_start=s.astimezone(tz).isoformat(), status=status,
-                        available=max(0, available), pending=waiting))
+        out.append(
+            Slot(
+                start=s,
+                end=e,
+                local_start=s.astimezone(tz).isoformat(),
+                status=status,
+                available=max(0, available),
+                pending=waiting,
+            )
+        )
     return out
 
 
@@ -135,8 +147,13 @@ def resource_availability(session: Session, ctx: ResourceCtx, start: datetime, e
     _check_range(start, end)
     booked = _fetch(session, [ctx.resource.id], start, end + ctx.rules.buffer)  # type: ignore[list-item]
     slots = _evaluate(ctx, booked.get(ctx.resource.id, []), _slots_for(ctx, start, end))  # type: ignore[arg-type]
-    return ResourceAvailability(resource=ctx.resource.key, timezone=ctx.site.timezone,
-                                capacity=ctx.resource.capacity, units=len(ctx.units), slots=slots)
+    return ResourceAvailability(
+        resource=ctx.resource.key,
+        timezone=ctx.site.timezone,
+        capacity=ctx.resource.capacity,
+        units=len(ctx.units),
+        slots=slots,
+    )
 
 
 def venue_availability(session: Session, ctxs: list[ResourceCtx], day: date) -> list[ResourceAvailability]:
@@ -149,7 +166,10 @@ def venue_availability(session: Session, ctxs: list[ResourceCtx], day: date) -> 
     booked = _fetch(session, [c.resource.id for c in ctxs], start, end + max_buffer)  # type: ignore[misc]
     return [
         ResourceAvailability(
-            resource=c.resource.key, timezone=c.site.timezone, capacity=c.resource.capacity, units=len(c.units),
+            resource=c.resource.key,
+            timezone=c.site.timezone,
+            capacity=c.resource.capacity,
+            units=len(c.units),
             slots=_evaluate(c, booked.get(c.resource.id, []), _slots_for(c, start, end)),  # type: ignore[arg-type]
         )
         for c in ctxs

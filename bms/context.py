@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bms.models import Resource, ResourceUnit
 from bms.rules import EffectiveRules
@@ -42,6 +42,31 @@ def _ctx(session: Session, resource: Resource) -> ResourceCtx:
     return ResourceCtx(resource, venue, site, list(units), rules)  # type: ignore[arg-type]
 
 
+def load_many(session: Session, resources: list[Resource]) -> list[ResourceCtx]:
+    """Contexts for many resources in three queries, whatever their number."""
+    if not resources:
+        return []
+    venue_ids = {r.venue_id for r in resources}
+    venues = {v.id: v for v in session.exec(select(Venue).where(col(Venue.id).in_(venue_ids))).all()}
+    sites = {
+        s.id: s for s in session.exec(select(Site).where(col(Site.id).in_({v.site_id for v in venues.values()}))).all()
+    }
+    units: dict[int, list[ResourceUnit]] = {r.id: [] for r in resources}  # type: ignore[misc]
+    for u in session.exec(
+        select(ResourceUnit)
+        .where(col(ResourceUnit.resource_id).in_(list(units)), ResourceUnit.active)
+        .order_by(ResourceUnit.position, ResourceUnit.id)
+    ).all():
+        units[u.resource_id].append(u)
+    out = []
+    for r in resources:
+        venue = venues[r.venue_id]
+        site = sites[venue.site_id]
+        rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, r.rules, r.access)
+        out.append(ResourceCtx(r, venue, site, units[r.id], rules))  # type: ignore[index]
+    return out
+
+
 def load_resource(session: Session, key: str) -> ResourceCtx:
     resource = session.exec(select(Resource).where(Resource.key == key, Resource.active)).first()
     if resource is None:
@@ -62,9 +87,7 @@ def manages(principal: Principal, ctx: ResourceCtx) -> bool:
 
 def can_see(principal: Principal, ctx: ResourceCtx) -> bool:
     return (
-        manages(principal, ctx)
-        or ctx.site.id in principal.resident_sites
-        or ctx.site.id in principal.reception_sites
+        manages(principal, ctx) or ctx.site.id in principal.resident_sites or ctx.site.id in principal.reception_sites
     )
 
 

@@ -86,8 +86,12 @@ def expand(rule: str, dtstart_local: datetime, until_local: datetime | None = No
     except (ValueError, TypeError) as exc:
         raise Invalid("bad_rrule", f"the RRULE does not parse: {exc}", field="rrule") from None
     if len(occurrences) > MAX_OCCURRENCES:
-        raise Invalid("too_many_occurrences", f"at most {MAX_OCCURRENCES} occurrences: add COUNT or UNTIL",
-                      field="rrule", limit=MAX_OCCURRENCES)
+        raise Invalid(
+            "too_many_occurrences",
+            f"at most {MAX_OCCURRENCES} occurrences: add COUNT or UNTIL",
+            field="rrule",
+            limit=MAX_OCCURRENCES,
+        )
     if until_local is not None:
         occurrences = [o for o in occurrences if o < until_local]
     return occurrences
@@ -115,21 +119,38 @@ def _series_occurrences(series: Series) -> list[datetime]:
 
 
 def _book_occurrences(
-    session: Session, principal: Principal, series: Series, ctx: ResourceCtx, naive_starts: list[datetime],
-    now: datetime, conflict: str, result: SeriesResult,
+    session: Session,
+    principal: Principal,
+    series: Series,
+    ctx: ResourceCtx,
+    naive_starts: list[datetime],
+    now: datetime,
+    conflict: str,
+    result: SeriesResult,
 ) -> None:
     planner = session.get(User, series.planner_id)
     for naive in naive_starts:
         key = naive.strftime(KEY_FORMAT)
         times = _occurrence_times(series, naive)
         if times is None:
-            result.skipped.append(OccurrenceResult(occurrence=key, code="nonexistent_local_time",
-                                                   message="this local time does not exist (DST change)"))
+            result.skipped.append(
+                OccurrenceResult(
+                    occurrence=key, code="nonexistent_local_time", message="this local time does not exist (DST change)"
+                )
+            )
             continue
         if times[0] <= now:
             continue
-        draft = service.Draft(ctx, planner, times[0], times[1], list(series.beneficiary_ids), series.places,  # type: ignore[arg-type]
-                              series.note, manages(principal, ctx))
+        draft = service.Draft(
+            ctx,
+            planner,
+            times[0],
+            times[1],
+            list(series.beneficiary_ids),
+            series.places,  # type: ignore[arg-type]
+            series.note,
+            manages(principal, ctx),
+        )
         try:
             with session.begin_nested():
                 ctx.rules.check_times(draft.start, draft.end, now, privileged=draft.privileged)
@@ -138,11 +159,16 @@ def _book_occurrences(
         except AppError as exc:
             result.skipped.append(OccurrenceResult(occurrence=key, code=exc.code, message=exc.message))
     if conflict == "fail" and result.skipped:
-        raise Conflict("series_conflict", f"{len(result.skipped)} occurrence(s) cannot be booked; nothing was",
-                       occurrences=[s.model_dump() for s in result.skipped])
+        raise Conflict(
+            "series_conflict",
+            f"{len(result.skipped)} occurrence(s) cannot be booked; nothing was",
+            occurrences=[s.model_dump() for s in result.skipped],
+        )
 
 
-def create_series(session: Session, principal: Principal, data: SeriesCreate, now: datetime | None = None) -> SeriesResult:
+def create_series(
+    session: Session, principal: Principal, data: SeriesCreate, now: datetime | None = None
+) -> SeriesResult:
     now = now or utcnow()
     draft = service.prepare(session, principal, data, now)
     ctx = draft.ctx
@@ -151,18 +177,33 @@ def create_series(session: Session, principal: Principal, data: SeriesCreate, no
     local_end = draft.end.astimezone(tz).replace(tzinfo=None)
     starts = expand(data.rrule, local_start)
     series = Series(
-        resource_id=ctx.resource.id, planner_id=principal.user_id, rrule=data.rrule.strip().removeprefix("RRULE:"),  # type: ignore[arg-type]
+        resource_id=ctx.resource.id,
+        planner_id=principal.user_id,
+        rrule=data.rrule.strip().removeprefix("RRULE:"),  # type: ignore[arg-type]
         dtstart_local=local_start.strftime(KEY_FORMAT),
         duration_minutes=int((local_end - local_start).total_seconds() // 60),
-        timezone=ctx.site.timezone, places=data.places, beneficiary_ids=draft.beneficiaries, note=data.note,
+        timezone=ctx.site.timezone,
+        places=data.places,
+        beneficiary_ids=draft.beneficiaries,
+        note=data.note,
     )
     session.add(series)
     session.flush()
     result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
     _book_occurrences(session, principal, series, ctx, starts, now, data.conflict, result)
-    audit.record(session, principal.actor, "series.create", "series", series.id,
-                 after={"rrule": series.rrule, "dtstart_local": series.dtstart_local,
-                        "booked": len(result.booked), "skipped": len(result.skipped)})
+    audit.record(
+        session,
+        principal.actor,
+        "series.create",
+        "series",
+        series.id,
+        after={
+            "rrule": series.rrule,
+            "dtstart_local": series.dtstart_local,
+            "booked": len(result.booked),
+            "skipped": len(result.skipped),
+        },
+    )
     return result
 
 
@@ -179,7 +220,8 @@ def _load(session: Session, principal: Principal, series_id: int) -> tuple[Serie
 
 def _future_linked(session: Session, series: Series, from_key: str | None, now: datetime) -> list[Reservation]:
     stmt = select(Reservation).where(
-        Reservation.series_id == series.id, Reservation.start > now,
+        Reservation.series_id == series.id,
+        Reservation.start > now,
     )
     if from_key:
         stmt = stmt.where(Reservation.occurrence_key >= from_key)
@@ -193,7 +235,11 @@ def get_series(session: Session, principal: Principal, series_id: int) -> tuple[
 
 
 def update_series(
-    session: Session, principal: Principal, series_id: int, data: SeriesUpdate, now: datetime | None = None,
+    session: Session,
+    principal: Principal,
+    series_id: int,
+    data: SeriesUpdate,
+    now: datetime | None = None,
 ) -> SeriesResult:
     """Edit every future occurrence, or this-and-following (the series is split in two).
     Detached occurrences keep their own times and status."""
@@ -274,15 +320,30 @@ def update_series(
                 result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
     fresh = [naive for day, naive in sorted(wanted.items()) if day not in blocked]
     _book_occurrences(session, principal, target, ctx, fresh, now, data.conflict, result)
-    audit.record(session, principal.actor, "series.update", "series", target.id,
-                 after={"scope": data.scope, "rrule": target.rrule, "dtstart_local": target.dtstart_local,
-                        "booked": len(result.booked), "skipped": len(result.skipped)},
-                 split_from=series.id if target is not series else None)
+    audit.record(
+        session,
+        principal.actor,
+        "series.update",
+        "series",
+        target.id,
+        after={
+            "scope": data.scope,
+            "rrule": target.rrule,
+            "dtstart_local": target.dtstart_local,
+            "booked": len(result.booked),
+            "skipped": len(result.skipped),
+        },
+        split_from=series.id if target is not series else None,
+    )
     return result
 
 
 def cancel_series(
-    session: Session, principal: Principal, series_id: int, data: SeriesCancel, now: datetime | None = None,
+    session: Session,
+    principal: Principal,
+    series_id: int,
+    data: SeriesCancel,
+    now: datetime | None = None,
 ) -> SeriesResult:
     now = now or utcnow()
     series, ctx, privileged = _load(session, principal, series_id)
@@ -301,8 +362,14 @@ def cancel_series(
     else:
         series.until_local = from_key
     session.add(series)
-    audit.record(session, principal.actor, "series.cancel", "series", series.id,
-                 after={"scope": data.scope, "from": from_key, "cancelled": len(result.cancelled)})
+    audit.record(
+        session,
+        principal.actor,
+        "series.cancel",
+        "series",
+        series.id,
+        after={"scope": data.scope, "from": from_key, "cancelled": len(result.cancelled)},
+    )
     return result
 
 
@@ -321,8 +388,9 @@ def _parse_key(key: str) -> datetime:
     try:
         return datetime.strptime(key, KEY_FORMAT)  # noqa: DTZ007 - local wall time
     except ValueError:
-        raise Invalid("bad_occurrence", "from_occurrence is an occurrence_key like 2026-12-01T19:00:00",
-                      field="from_occurrence") from None
+        raise Invalid(
+            "bad_occurrence", "from_occurrence is an occurrence_key like 2026-12-01T19:00:00", field="from_occurrence"
+        ) from None
 
 
 def occurrences_of(session: Session, series_id: int) -> list[Reservation]:

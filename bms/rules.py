@@ -63,8 +63,7 @@ class EffectiveRules:
             max_len=timedelta(minutes=r.max_minutes or 24 * 60),
             buffer=timedelta(minutes=r.buffer_minutes or 0),
             opening={
-                i: [parse_time_range(x) for x in (r.opening_hours or {}).get(day, [])]
-                for i, day in enumerate(WEEKDAYS)
+                i: [parse_time_range(x) for x in (r.opening_hours or {}).get(day, [])] for i, day in enumerate(WEEKDAYS)
             },
             blackouts=list(r.blackouts or []),
             notice_min=timedelta(minutes=r.notice_min_minutes or 0),
@@ -152,14 +151,21 @@ class EffectiveRules:
             raise Invalid("outside_opening_hours", "the resource is closed during part of this time", field="start")
         hit = self.blackout_hit(start, end)
         if hit is not None:
-            raise Invalid("blackout", f"closed: {hit.reason or 'blackout period'}", field="start",
-                          blackout={"start": hit.start.isoformat(), "end": hit.end.isoformat()})
+            raise Invalid(
+                "blackout",
+                f"closed: {hit.reason or 'blackout period'}",
+                field="start",
+                blackout={"start": hit.start.isoformat(), "end": hit.end.isoformat()},
+            )
         if start < now:
             raise Invalid("in_the_past", "the start is in the past", field="start")
         if privileged:
             return
         if start - now < self.notice_min:
-            raise Invalid("too_late_to_book", f"book at least {int(self.notice_min.total_seconds() // 60)} "
-                          "minutes ahead", field="start")
+            raise Invalid(
+                "too_late_to_book",
+                f"book at least {int(self.notice_min.total_seconds() // 60)} minutes ahead",
+                field="start",
+            )
         if start - now > self.notice_max:
             raise Invalid("too_far_ahead", f"book at most {self.notice_max.days} days ahead", field="start")

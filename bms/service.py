@@ -114,7 +114,10 @@ def _event(r: Reservation, ctx: ResourceCtx) -> dict[str, Any]:
 
 
 def holding_overlaps(
-    session: Session, unit_ids: Iterable[int], block_start: datetime, block_end: datetime,
+    session: Session,
+    unit_ids: Iterable[int],
+    block_start: datetime,
+    block_end: datetime,
     exclude_id: int | None = None,
 ) -> list[Reservation]:
     stmt = select(Reservation).where(
@@ -237,21 +240,28 @@ def _window_peak(intervals: list[tuple[datetime, datetime]], new: tuple[datetime
     for w in candidates:
         if not (w < new[1] and w + span > new[0]):
             continue
-        total = sum(
-            max(0.0, (min(z, w + span) - max(a, w)).total_seconds()) for a, z in [*intervals, new]
-        )
+        total = sum(max(0.0, (min(z, w + span) - max(a, w)).total_seconds()) for a, z in [*intervals, new])
         best = max(best, int(total // 60))
     return best
 
 
 def check_quotas(
-    session: Session, ctx: ResourceCtx, planner: User, start: datetime, end: datetime,
-    now: datetime, exclude_id: int | None = None,
+    session: Session,
+    ctx: ResourceCtx,
+    planner: User,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    exclude_id: int | None = None,
 ) -> None:
-    active_stmt = select(func.count()).select_from(Reservation).where(
-        Reservation.planner_id == planner.id,
-        col(Reservation.status).in_([s.value for s in ACTIVE]),
-        Reservation.end > now,
+    active_stmt = (
+        select(func.count())
+        .select_from(Reservation)
+        .where(
+            Reservation.planner_id == planner.id,
+            col(Reservation.status).in_([s.value for s in ACTIVE]),
+            Reservation.end > now,
+        )
     )
     if exclude_id is not None:
         active_stmt = active_stmt.where(Reservation.id != exclude_id)
@@ -259,8 +269,13 @@ def check_quotas(
         used = session.exec(active_stmt).one()
         limit = ctx.rules.max_active_per_user
         if used >= limit:
-            raise Conflict("quota_exceeded", f"at most {limit} active reservations per user",
-                           quota="max_active_reservations", limit=limit, used=used)
+            raise Conflict(
+                "quota_exceeded",
+                f"at most {limit} active reservations per user",
+                quota="max_active_reservations",
+                limit=limit,
+                used=used,
+            )
     group = ctx.resource.quota_group
     for budget in ctx.rules.budgets:
         if not group or budget.group != group:
@@ -289,8 +304,11 @@ def check_quotas(
             raise Conflict(
                 "quota_exceeded",
                 f"at most {budget.minutes} minutes of {group} per {budget.days} days per {budget.per}",
-                quota=f"budget:{group}", per=budget.per, limit_minutes=budget.minutes,
-                used_minutes=used_now, window_days=budget.days,
+                quota=f"budget:{group}",
+                per=budget.per,
+                limit_minutes=budget.minutes,
+                used_minutes=used_now,
+                window_days=budget.days,
             )
 
 
@@ -314,14 +332,17 @@ class Draft:
 def _beneficiaries(session: Session, ids: list[int], ctx: ResourceCtx) -> list[int]:
     unique = sorted(set(ids))
     if len(unique) > ctx.rules.max_beneficiaries:
-        raise Invalid("too_many_beneficiaries", f"at most {ctx.rules.max_beneficiaries} beneficiaries",
-                      field="beneficiaries", limit=ctx.rules.max_beneficiaries)
+        raise Invalid(
+            "too_many_beneficiaries",
+            f"at most {ctx.rules.max_beneficiaries} beneficiaries",
+            field="beneficiaries",
+            limit=ctx.rules.max_beneficiaries,
+        )
     if unique:
         found = set(session.exec(select(User.id).where(col(User.id).in_(unique), User.is_active)).all())
         missing = [i for i in unique if i not in found]
         if missing:
-            raise Invalid("unknown_beneficiary", f"no active user {missing[0]}", field="beneficiaries",
-                          unknown=missing)
+            raise Invalid("unknown_beneficiary", f"no active user {missing[0]}", field="beneficiaries", unknown=missing)
     return unique
 
 
@@ -347,8 +368,14 @@ def initial_status(draft: Draft) -> Status:
 
 
 def insert(
-    session: Session, principal: Principal, draft: Draft, now: datetime, *,
-    series_id: int | None = None, occurrence_key: str | None = None, status: Status | None = None,
+    session: Session,
+    principal: Principal,
+    draft: Draft,
+    now: datetime,
+    *,
+    series_id: int | None = None,
+    occurrence_key: str | None = None,
+    status: Status | None = None,
     skip_quotas: bool = False,
 ) -> Reservation:
     ctx = draft.ctx
@@ -378,9 +405,21 @@ def insert(
     session.flush()
     kind = "reservation.confirmed" if r.status == Status.confirmed else "reservation.requested"
     outbox.enqueue(session, kind, _event(r, ctx))
-    audit.record(session, principal.actor, "reservation.create", "reservation", r.id,
-                 after={"resource": ctx.resource.key, "start": r.start, "end": r.end, "status": r.status,
-                        "unit_id": r.unit_id, "places": r.places})
+    audit.record(
+        session,
+        principal.actor,
+        "reservation.create",
+        "reservation",
+        r.id,
+        after={
+            "resource": ctx.resource.key,
+            "start": r.start,
+            "end": r.end,
+            "status": r.status,
+            "unit_id": r.unit_id,
+            "places": r.places,
+        },
+    )
     return r
 
 
@@ -441,8 +480,15 @@ def _check_change_allowed(r: Reservation, ctx: ResourceCtx, privileged: bool, no
 
 
 def move(
-    session: Session, ctx: ResourceCtx, r: Reservation, start: datetime, end: datetime, planner: User,
-    now: datetime, *, privileged: bool,
+    session: Session,
+    ctx: ResourceCtx,
+    r: Reservation,
+    start: datetime,
+    end: datetime,
+    planner: User,
+    now: datetime,
+    *,
+    privileged: bool,
 ) -> None:
     """Put an existing booking on new times (same resource), keeping its unit if it is free."""
     ctx.rules.check_times(start, end, now, privileged=privileged)
@@ -455,7 +501,11 @@ def move(
 
 
 def reschedule(
-    session: Session, principal: Principal, reservation_id: int, start: datetime, end: datetime,
+    session: Session,
+    principal: Principal,
+    reservation_id: int,
+    start: datetime,
+    end: datetime,
     now: datetime | None = None,
 ) -> Reservation:
     now = now or utcnow()
@@ -463,22 +513,42 @@ def reschedule(
     _check_change_allowed(r, ctx, privileged, now, counts=True)
     before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
     planner = session.get(User, r.planner_id)
-    move(session, ctx, r, start.astimezone(now.tzinfo), end.astimezone(now.tzinfo), planner, now,  # type: ignore[arg-type]
-         privileged=privileged)
+    move(
+        session,
+        ctx,
+        r,
+        start.astimezone(now.tzinfo),
+        end.astimezone(now.tzinfo),
+        planner,
+        now,  # type: ignore[arg-type]
+        privileged=privileged,
+    )
     r.changes += 1
     if r.series_id is not None:
         r.detached = True
     session.add(r)
     session.flush()
     outbox.enqueue(session, "reservation.changed", {**_event(r, ctx), "before": {k: str(v) for k, v in before.items()}})
-    audit.record(session, principal.actor, "reservation.reschedule", "reservation", r.id, before=before,
-                 after={"start": r.start, "end": r.end, "unit_id": r.unit_id})
+    audit.record(
+        session,
+        principal.actor,
+        "reservation.reschedule",
+        "reservation",
+        r.id,
+        before=before,
+        after={"start": r.start, "end": r.end, "unit_id": r.unit_id},
+    )
     return r
 
 
 def set_status(
-    session: Session, actor: audit.Actor, r: Reservation, ctx: ResourceCtx, target: Status,
-    reason: str | None = None, now: datetime | None = None,
+    session: Session,
+    actor: audit.Actor,
+    r: Reservation,
+    ctx: ResourceCtx,
+    target: Status,
+    reason: str | None = None,
+    now: datetime | None = None,
 ) -> None:
     """The one way a status changes: checked against the state machine, audited, announced."""
     check_transition(r.status, target)
@@ -489,12 +559,24 @@ def set_status(
     session.add(r)
     session.flush()
     outbox.enqueue(session, f"reservation.{target.value}", {**_event(r, ctx), "reason": reason})
-    audit.record(session, actor, f"reservation.{target.value}", "reservation", r.id,
-                 before={"status": before}, after={"status": r.status}, reason=reason)
+    audit.record(
+        session,
+        actor,
+        f"reservation.{target.value}",
+        "reservation",
+        r.id,
+        before={"status": before},
+        after={"status": r.status},
+        reason=reason,
+    )
 
 
 def cancel(
-    session: Session, principal: Principal, reservation_id: int, reason: str, now: datetime | None = None,
+    session: Session,
+    principal: Principal,
+    reservation_id: int,
+    reason: str,
+    now: datetime | None = None,
 ) -> Reservation:
     now = now or utcnow()
     r, ctx, privileged = get_for_change(session, principal, reservation_id)
@@ -510,23 +592,28 @@ def cancel(
 
 
 def list_for(
-    session: Session, principal: Principal, *, scope: str = "mine", resource: str | None = None,
-    status: list[str] | None = None, start_from: datetime | None = None, start_to: datetime | None = None,
-    limit: int = 100, offset: int = 0,
+    session: Session,
+    principal: Principal,
+    *,
+    scope: str = "mine",
+    resource: str | None = None,
+    status: list[str] | None = None,
+    start_from: datetime | None = None,
+    start_to: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[Reservation]:
     stmt = select(Reservation)
     if scope == "mine":
-        bens = select(ReservationBeneficiary.reservation_id).where(
-            ReservationBeneficiary.user_id == principal.user_id
-        )
+        bens = select(ReservationBeneficiary.reservation_id).where(ReservationBeneficiary.user_id == principal.user_id)
         stmt = stmt.where((Reservation.planner_id == principal.user_id) | col(Reservation.id).in_(bens))
     elif scope == "managed":
         if not principal.admin:
             venue_ids = list(principal.managed_venues)
             if not venue_ids:
                 raise Forbidden("forbidden_role", "scope=managed is for venue managers")
-            res_ids = select(Resource.id).join(Venue, col(Venue.id) == Resource.venue_id).where(
-                col(Venue.id).in_(venue_ids)
+            res_ids = (
+                select(Resource.id).join(Venue, col(Venue.id) == Resource.venue_id).where(col(Venue.id).in_(venue_ids))
             )
             stmt = stmt.where(col(Reservation.resource_id).in_(res_ids))
     else:
@@ -546,4 +633,3 @@ def list_for(
     if start_to is not None:
         stmt = stmt.where(Reservation.start < start_to)
     return list(session.exec(stmt.order_by(Reservation.start, Reservation.id).offset(offset).limit(limit)).all())
-

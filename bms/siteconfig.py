@@ -45,8 +45,11 @@ def apply_venue(session: Session, venue_id: int, venue: VenueConfig, report: Imp
         wanted = {key for key, _ in specs}
         for position, (key, name) in enumerate(specs):
             upsert(
-                session, ResourceUnit, key,
-                {"resource_id": row.id, "name": name, "position": position, "active": True}, report,
+                session,
+                ResourceUnit,
+                key,
+                {"resource_id": row.id, "name": name, "position": position, "active": True},
+                report,
             )
         # Units dropped from the file are retired, never deleted: bookings may point at them.
         for unit in session.exec(select(ResourceUnit).where(ResourceUnit.resource_id == row.id)).all():

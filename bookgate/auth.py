@@ -81,8 +81,12 @@ class Principal:
 
 
 def load_principal(
-    session: Session, user: User, *, session_id: int | None = None,
-    api_key_id: int | None = None, client_addr: str | None = None,
+    session: Session,
+    user: User,
+    *,
+    session_id: int | None = None,
+    api_key_id: int | None = None,
+    client_addr: str | None = None,
 ) -> Principal:
     grants = session.exec(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()
     return Principal(
@@ -116,7 +120,8 @@ def resolve_token(session: Session, token: str, client_addr: str | None = None) 
             user, api_key_id = session.get(User, key.user_id), key.id
     if user is None or not user.is_active:
         raise Unauthorized(
-            "invalid_token", "the token is unknown, expired or revoked",
+            "invalid_token",
+            "the token is unknown, expired or revoked",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return load_principal(session, user, session_id=session_id, api_key_id=api_key_id, client_addr=client_addr)
@@ -142,11 +147,13 @@ def login(engine: Engine, settings: Settings, email: str, password: str, client_
     window_start = now - timedelta(seconds=settings.login_window_seconds)
     with write_session(engine) as s:
         per_account = s.exec(
-            select(func.count()).select_from(LoginAttempt)
+            select(func.count())
+            .select_from(LoginAttempt)
             .where(LoginAttempt.email == email, LoginAttempt.at > window_start)
         ).one()
         per_address = s.exec(
-            select(func.count()).select_from(LoginAttempt)
+            select(func.count())
+            .select_from(LoginAttempt)
             .where(LoginAttempt.client_addr == client_addr, LoginAttempt.at > window_start)
         ).one()
         if (
@@ -170,7 +177,8 @@ def login(engine: Engine, settings: Settings, email: str, password: str, client_
             # Commit the failure, then refuse: raising here would roll the count back.
             s.commit()
             raise Unauthorized(
-                "bad_credentials", "wrong email or password, or the account is disabled",
+                "bad_credentials",
+                "wrong email or password, or the account is disabled",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if needs_rehash(user.password_hash or ""):
@@ -301,14 +309,21 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
     if session.exec(select(User.id).where(User.email == email)).first() is not None:
         raise Conflict("email_taken", "a user with this email exists", field="email")
     user = User(
-        email=email, name=data.name, unit=data.unit, locale=data.locale,
+        email=email,
+        name=data.name,
+        unit=data.unit,
+        locale=data.locale,
         password_hash=hash_password(data.password) if data.password else None,
     )
     session.add(user)
     session.flush()
     _set_roles(session, user, data.roles)
     audit.record(
-        session, actor, "user.create", "user", user.id,
+        session,
+        actor,
+        "user.create",
+        "user",
+        user.id,
         after={"email": email, "roles": [r.model_dump(exclude_none=True, mode="json") for r in data.roles]},
     )
     return user
@@ -337,15 +352,15 @@ def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) 
     if data.is_active is False:
         revoked = revoke_all_sessions(session, user_id)
         session.exec(
-            update(ApiKey).where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
+            update(ApiKey)
+            .where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
             .values(revoked_at=utcnow())
         )
     if data.roles is not None:
         _set_roles(session, user, data.roles)
         changes["roles"] = [r.model_dump(exclude_none=True, mode="json") for r in data.roles]
     session.add(user)
-    audit.record(session, actor, "user.update", "user", user_id, before=before, after=changes,
-                 sessions_revoked=revoked)
+    audit.record(session, actor, "user.update", "user", user_id, before=before, after=changes, sessions_revoked=revoked)
     return user
 
 
@@ -378,8 +393,9 @@ def create_api_key(session: Session, actor: Actor, data: ApiKeyCreate) -> ApiKey
     if data.expires_at is not None and (data.expires_at.tzinfo is None or data.expires_at <= utcnow()):
         raise Invalid("bad_expiry", "expires_at must be a future time with a UTC offset", field="expires_at")
     token = new_token("bgk")
-    row = ApiKey(user_id=data.user_id, name=data.name, prefix=token[:10], key_hash=token_hash(token),
-                 expires_at=data.expires_at)
+    row = ApiKey(
+        user_id=data.user_id, name=data.name, prefix=token[:10], key_hash=token_hash(token), expires_at=data.expires_at
+    )
     session.add(row)
     session.flush()
     audit.record(

@@ -66,8 +66,9 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
             if not args.revision:
                 return _fail("db downgrade needs a revision (e.g. base)")
             migrate.downgrade(engine, args.revision)
-        print(f"database at revision {migrate.current_revision(engine) or 'base'} "
-              f"(head: {migrate.head_revision(engine)})")
+        print(
+            f"database at revision {migrate.current_revision(engine) or 'base'} (head: {migrate.head_revision(engine)})"
+        )
     except migrate.MigrationError as exc:
         return _fail(str(exc))
     return 0
@@ -108,8 +109,12 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     migrate.upgrade(engine)
     try:
-        data = auth.UserCreate(email=args.email, name=args.name or args.email.split("@")[0],
-                               password=password, roles=[auth.RoleIn(role="admin")])
+        data = auth.UserCreate(
+            email=args.email,
+            name=args.name or args.email.split("@")[0],
+            password=password,
+            roles=[auth.RoleIn(role="admin")],
+        )
         with write_session(engine) as s:
             user = auth.create_user(s, CLI_ACTOR, data)
     except ValidationError as exc:
@@ -130,8 +135,11 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if result.ok:
         print(f"audit chain intact: {result.checked} rows")
         return 0
-    return _fail(f"audit chain broken at row {result.first_bad_id}: {result.reason} "
-                 f"({result.checked} rows before it are intact)", code=1)
+    return _fail(
+        f"audit chain broken at row {result.first_bad_id}: {result.reason} "
+        f"({result.checked} rows before it are intact)",
+        code=1,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

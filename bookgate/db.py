@@ -95,9 +95,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-    )
+    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def open_session(engine: Engine, *, write: bool = False) -> Session:

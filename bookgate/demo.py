@@ -33,7 +33,9 @@ class DemoAccount:
 ACCOUNTS = (
     DemoAccount(f"admin@{DOMAIN}", "Ada Admin", None, (auth.RoleIn(role="admin"),)),
     DemoAccount(
-        f"manager@{DOMAIN}", "Marc Manager", None,
+        f"manager@{DOMAIN}",
+        "Marc Manager",
+        None,
         tuple(auth.RoleIn(role="venue_manager", venue=v) for v in ("sports", "common-rooms", "garage")),
     ),
     DemoAccount(f"reception@{DOMAIN}", "Rita Reception", None, (auth.RoleIn(role="reception", site=SITE),)),
@@ -52,13 +54,17 @@ def prepare(engine: Engine) -> list[tuple[str, str, str]]:
             user = s.exec(select(User).where(User.email == acct.email)).first()
             if user is None:
                 auth.create_user(
-                    s, SYSTEM,
-                    auth.UserCreate(email=acct.email, name=acct.name, unit=acct.unit, password=password,
-                                    roles=list(acct.roles)),
+                    s,
+                    SYSTEM,
+                    auth.UserCreate(
+                        email=acct.email, name=acct.name, unit=acct.unit, password=password, roles=list(acct.roles)
+                    ),
                 )
             else:
                 auth.update_user(
-                    s, SYSTEM, user.id,  # type: ignore[arg-type]
+                    s,
+                    SYSTEM,
+                    user.id,  # type: ignore[arg-type]
                     auth.UserUpdate(password=password, is_active=True, roles=list(acct.roles)),
                 )
             out.append((acct.roles[0].role.value, acct.email, password))

@@ -110,9 +110,7 @@ def mark_failed(engine: Engine, msg: Claimed, worker: str, error: str, *, max_at
         values["available_at"] = now + timedelta(seconds=min(3600, 5 * 2 ** (msg.attempts - 1)))
     with write_session(engine) as s:
         s.exec(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == msg.id, OutboxMessage.locked_by == worker)
-            .values(**values)
+            update(OutboxMessage).where(OutboxMessage.id == msg.id, OutboxMessage.locked_by == worker).values(**values)
         )
 
 

@@ -24,9 +24,13 @@ def apply_site_file(engine: Engine, doc: SiteFile, actor: Actor, *, source: str 
     with write_session(engine) as s:
         for site in doc.sites:
             site_row = upsert(
-                s, Site, site.key,
+                s,
+                Site,
+                site.key,
                 {
-                    "name": site.name, "timezone": site.timezone, "locale": site.locale,
+                    "name": site.name,
+                    "timezone": site.timezone,
+                    "locale": site.locale,
                     "defaults": site.defaults.model_dump(mode="json", exclude_none=True),
                 },
                 report,
@@ -34,9 +38,14 @@ def apply_site_file(engine: Engine, doc: SiteFile, actor: Actor, *, source: str 
             resource_ids: dict[str, int] = {}
             for venue in site.venues:
                 venue_row = upsert(
-                    s, Venue, venue.key,
-                    {"site_id": site_row.id, "name": venue.name,
-                     "rules": venue.rules.model_dump(mode="json", exclude_none=True)},
+                    s,
+                    Venue,
+                    venue.key,
+                    {
+                        "site_id": site_row.id,
+                        "name": venue.name,
+                        "rules": venue.rules.model_dump(mode="json", exclude_none=True),
+                    },
                     report,
                 )
                 resource_ids |= bms_config.apply_venue(s, venue_row.id, venue, report)  # type: ignore[arg-type]

@@ -15,9 +15,7 @@ SUPPORTED_LOCALES = ("en", "fr", "de")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="BOOKGATE_", env_file=".env", extra="ignore", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="BOOKGATE_", env_file=".env", extra="ignore", validate_default=True)
 
     var_dir: Path = Field(default=Path("var"), description="Where the SQLite file and the key live")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in var_dir")

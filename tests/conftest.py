@@ -165,12 +165,15 @@ def make_user(engine: Engine) -> Callable[..., tuple[User, str]]:
     """Create a user with roles; returns (user, password)."""
     counter = iter(range(1, 10_000))
 
-    def _make(*roles: auth.RoleIn | dict, email: str | None = None, name: str = "Test User",
-              unit: str | None = None) -> tuple[User, str]:
+    def _make(
+        *roles: auth.RoleIn | dict, email: str | None = None, name: str = "Test User", unit: str | None = None
+    ) -> tuple[User, str]:
         password = new_password()
         data = auth.UserCreate(
             email=email or f"user{next(counter)}-{secrets.token_hex(3)}@example.com",
-            name=name, unit=unit, password=password,
+            name=name,
+            unit=unit,
+            password=password,
             roles=[r if isinstance(r, auth.RoleIn) else auth.RoleIn(**r) for r in roles],
         )
         with write_session(engine) as s:

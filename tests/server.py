@@ -27,8 +27,9 @@ def free_port() -> int:
 @contextmanager
 def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           limit_concurrency=1000, backlog=2048))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", limit_concurrency=1000, backlog=2048)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -76,8 +76,12 @@ def login_submit(
         return render(request, "login.html", None, status=exc.status, error=key, email=email)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        COOKIE, token.access_token, httponly=True, samesite="lax",
-        secure=request.url.scheme == "https", max_age=settings.session_ttl_minutes * 60,
+        COOKIE,
+        token.access_token,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        max_age=settings.session_ttl_minutes * 60,
     )
     return response
 

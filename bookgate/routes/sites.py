@@ -40,7 +40,10 @@ def list_sites(_user: CurrentUser, session: SessionDep) -> list[SitePublic]:
     venues = session.exec(select(Venue).order_by(Venue.key)).all()
     return [
         SitePublic(
-            key=s.key, name=s.name, timezone=s.timezone, locale=s.locale,
+            key=s.key,
+            name=s.name,
+            timezone=s.timezone,
+            locale=s.locale,
             venues=[VenuePublic(key=v.key, name=v.name) for v in venues if v.site_id == s.id],
         )
         for s in sites
@@ -64,7 +67,8 @@ async def import_site_config(request: Request, admin: AdminUser, engine: EngineD
         doc = parse_site_document(data)
     except SiteFileError as exc:
         raise Invalid(
-            "bad_site_file", f"{len(exc.errors)} error(s) in the site file",
+            "bad_site_file",
+            f"{len(exc.errors)} error(s) in the site file",
             errors=[{"field": e.split(": ", 1)[0], "message": e.split(": ", 1)[-1]} for e in exc.errors],
         ) from None
     report = await run_in_threadpool(apply_site_file, engine, doc, admin.actor, source="api")

@@ -47,7 +47,9 @@ def people(client, make_user, sites):
         "alice": person(resident, unit="A1"),
         "bob": person(resident, unit="A1"),
         "carol": person(resident, unit="B2"),
-        "manager": person({"role": "venue_manager", "venue": "p-sports"}, {"role": "venue_manager", "venue": "p-rooms"}),
+        "manager": person(
+            {"role": "venue_manager", "venue": "p-sports"}, {"role": "venue_manager", "venue": "p-rooms"}
+        ),
         "other_manager": person({"role": "venue_manager", "venue": "ny-gym"}),
         "ny": person({"role": "resident", "site": "newyork"}),
     }

@@ -17,8 +17,11 @@ from tests.bms.conftest import PARIS, book, local
 
 
 def _slots(client, who, key, start, end):
-    r = client.get(f"/api/v1/resources/{key}/availability", params={"from": start.isoformat(), "to": end.isoformat()},
-                   headers=who.headers)
+    r = client.get(
+        f"/api/v1/resources/{key}/availability",
+        params={"from": start.isoformat(), "to": end.isoformat()},
+        headers=who.headers,
+    )
     assert r.status_code == 200, r.text
     return {datetime.fromisoformat(s["start"]): s for s in r.json()["slots"]}
 
@@ -28,7 +31,9 @@ def test_exclusive_slots_free_and_full(client, people):
     book(client, people["alice"], "p-court", day.replace(hour=10), day.replace(hour=11))
     slots = _slots(client, people["carol"], "p-court", day, day + timedelta(days=1))
     assert len(slots) == 48
-    assert slots[day.replace(hour=10)]["status"] == "full" and slots[day.replace(hour=10, minute=30)]["status"] == "full"
+    assert (
+        slots[day.replace(hour=10)]["status"] == "full" and slots[day.replace(hour=10, minute=30)]["status"] == "full"
+    )
     assert slots[day.replace(hour=11)]["status"] == "free" and slots[day.replace(hour=9, minute=30)]["status"] == "free"
     assert slots[day.replace(hour=10)]["local_start"].startswith(day.date().isoformat() + "T10:00:00")
 
@@ -58,26 +63,37 @@ def test_closed_hours_and_bad_ranges(client, people):
     slots = _slots(client, people["alice"], "p-club", monday, monday + timedelta(days=1))
     hours = sorted({k.astimezone(PARIS).hour for k in slots})
     assert hours == [8, 9, 10, 11, 14, 15, 16, 17]
-    r = client.get("/api/v1/resources/p-club/availability", headers=people["alice"].headers,
-                   params={"from": monday.isoformat(), "to": (monday + timedelta(days=60)).isoformat()})
+    r = client.get(
+        "/api/v1/resources/p-club/availability",
+        headers=people["alice"].headers,
+        params={"from": monday.isoformat(), "to": (monday + timedelta(days=60)).isoformat()},
+    )
     assert r.status_code == 422 and r.json()["code"] == "range_too_long"
-    r = client.get("/api/v1/resources/p-club/availability", headers=people["alice"].headers,
-                   params={"from": "2027-01-01T00:00:00", "to": "2027-01-02T00:00:00"})
+    r = client.get(
+        "/api/v1/resources/p-club/availability",
+        headers=people["alice"].headers,
+        params={"from": "2027-01-01T00:00:00", "to": "2027-01-02T00:00:00"},
+    )
     assert r.status_code == 422
 
 
 def test_venue_day_view(client, people):
     d = local(7, 0)
     book(client, people["alice"], "p-court", d.replace(hour=9), d.replace(hour=10))
-    r = client.get("/api/v1/venues/p-sports/availability", params={"date": d.date().isoformat()},
-                   headers=people["carol"].headers)
+    r = client.get(
+        "/api/v1/venues/p-sports/availability", params={"date": d.date().isoformat()}, headers=people["carol"].headers
+    )
     assert r.status_code == 200
     by_key = {x["resource"]: x for x in r.json()}
     assert set(by_key) == {"p-court", "p-court-b", "p-club"}
     court = {datetime.fromisoformat(s["start"]): s["status"] for s in by_key["p-court"]["slots"]}
     assert court[d.replace(hour=9)] == "full"
-    assert client.get("/api/v1/venues/p-sports/availability", params={"date": d.date().isoformat()},
-                      headers=people["ny"].headers).status_code == 404
+    assert (
+        client.get(
+            "/api/v1/venues/p-sports/availability", params={"date": d.date().isoformat()}, headers=people["ny"].headers
+        ).status_code
+        == 404
+    )
 
 
 # ---------------------------------------------------------------- property-based
@@ -93,8 +109,10 @@ def _blocks(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool:
 
 requests = st.lists(
     st.tuples(st.integers(0, 40), st.integers(1, 6)).map(
-        lambda t: (BASE + timedelta(minutes=30 * t[0]), BASE + timedelta(minutes=30 * (t[0] + t[1])))),
-    min_size=1, max_size=12,
+        lambda t: (BASE + timedelta(minutes=30 * t[0]), BASE + timedelta(minutes=30 * (t[0] + t[1])))
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -112,8 +130,9 @@ def test_overlap_and_availability_match_a_brute_force_model(engine, people):
             expect_ok = not any(_blocks((start, end), a) for a in accepted)
             try:
                 with write_session(engine) as s:
-                    service.create(s, carol, service.ReservationCreate(resource="p-hall", start=start, end=end),
-                                   now=NOW)
+                    service.create(
+                        s, carol, service.ReservationCreate(resource="p-hall", start=start, end=end), now=NOW
+                    )
                 ok = True
             except AppError as exc:
                 assert exc.code == "slot_taken", exc.code

@@ -32,7 +32,9 @@ async def _storm(base: str, tokens: list[str], body: dict) -> list[httpx.Respons
         return await asyncio.gather(*tasks)
 
 
-@pytest.mark.parametrize(("resource", "clients", "winners"), [("p-court", 100, 1), ("p-class", 30, 12), ("p-pool", 20, 5)])
+@pytest.mark.parametrize(
+    ("resource", "clients", "winners"), [("p-court", 100, 1), ("p-class", 30, 12), ("p-pool", 20, 5)]
+)
 def test_concurrent_bookings_of_one_slot(app, engine, sites, resource, clients, winners):
     with read_session(engine) as s:
         site_id = s.exec(select(Site.id).where(Site.key == "paris")).one()

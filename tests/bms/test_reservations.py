@@ -33,11 +33,16 @@ def test_double_booking_is_409_without_identity(client, people):
     assert r.status_code == 409
     body = r.json()
     assert body["code"] == "slot_taken"
-    assert body["conflicting_window"] == {"start": start.astimezone(UTC).isoformat(),
-                                          "end": (start + timedelta(hours=2)).astimezone(UTC).isoformat()}
+    assert body["conflicting_window"] == {
+        "start": start.astimezone(UTC).isoformat(),
+        "end": (start + timedelta(hours=2)).astimezone(UTC).isoformat(),
+    }
     assert "planner" not in r.text and people["alice"].email not in r.text
     # Back to back is fine.
-    assert book(client, people["carol"], "p-court", start + timedelta(hours=2), start + timedelta(hours=3)).status_code == 201
+    assert (
+        book(client, people["carol"], "p-court", start + timedelta(hours=2), start + timedelta(hours=3)).status_code
+        == 201
+    )
 
 
 def test_buffer_keeps_time_between_bookings(client, people):
@@ -47,23 +52,45 @@ def test_buffer_keeps_time_between_bookings(client, people):
     assert r.status_code == 409 and r.json()["code"] == "slot_taken"
     r = book(client, people["carol"], "p-court-b", start - timedelta(hours=1), start)
     assert r.status_code == 409  # its own buffer would run into the next booking
-    assert book(client, people["carol"], "p-court-b", start + timedelta(minutes=90),
-                start + timedelta(minutes=150)).status_code == 201
+    assert (
+        book(
+            client, people["carol"], "p-court-b", start + timedelta(minutes=90), start + timedelta(minutes=150)
+        ).status_code
+        == 201
+    )
 
 
 @pytest.mark.parametrize(
     ("shift", "code", "status"),
     [
         (lambda s: {"start": s.isoformat(), "end": (s - timedelta(hours=1)).isoformat()}, "invalid_range", 422),
-        (lambda s: {"start": (s + timedelta(minutes=10)).isoformat(), "end": (s + timedelta(hours=1)).isoformat()},
-         "off_grid", 422),
+        (
+            lambda s: {"start": (s + timedelta(minutes=10)).isoformat(), "end": (s + timedelta(hours=1)).isoformat()},
+            "off_grid",
+            422,
+        ),
         (lambda s: {"start": s.isoformat(), "end": (s + timedelta(hours=25)).isoformat()}, "too_long", 422),
-        (lambda s: {"start": (s - timedelta(days=10)).isoformat(), "end": (s - timedelta(days=10, hours=-1)).isoformat()},
-         "in_the_past", 422),
-        (lambda s: {"start": (s + timedelta(days=500)).isoformat(), "end": (s + timedelta(days=500, hours=1)).isoformat()},
-         "too_far_ahead", 422),
-        (lambda s: {"start": s.replace(tzinfo=None).isoformat(), "end": (s + timedelta(hours=1)).isoformat()},
-         "validation_error", 422),
+        (
+            lambda s: {
+                "start": (s - timedelta(days=10)).isoformat(),
+                "end": (s - timedelta(days=10, hours=-1)).isoformat(),
+            },
+            "in_the_past",
+            422,
+        ),
+        (
+            lambda s: {
+                "start": (s + timedelta(days=500)).isoformat(),
+                "end": (s + timedelta(days=500, hours=1)).isoformat(),
+            },
+            "too_far_ahead",
+            422,
+        ),
+        (
+            lambda s: {"start": s.replace(tzinfo=None).isoformat(), "end": (s + timedelta(hours=1)).isoformat()},
+            "validation_error",
+            422,
+        ),
         (lambda s: {"resource": "nowhere"}, "resource_not_found", 404),
         (lambda s: {"beneficiaries": [987654]}, "unknown_beneficiary", 422),
         (lambda s: {"beneficiaries": [1, 2, 3, 4]}, "too_many_beneficiaries", 422),
@@ -84,7 +111,11 @@ def test_bad_requests_are_refused_and_nothing_written(client, people, engine, sh
 
 def test_naive_time_error_names_the_field(client, people):
     s = local(5, 9)
-    body = {"resource": "p-court", "start": s.replace(tzinfo=None).isoformat(), "end": (s + timedelta(hours=1)).isoformat()}
+    body = {
+        "resource": "p-court",
+        "start": s.replace(tzinfo=None).isoformat(),
+        "end": (s + timedelta(hours=1)).isoformat(),
+    }
     err = client.post("/api/v1/reservations", json=body, headers=people["alice"].headers).json()["errors"][0]
     assert err["field"] == "start" and err["code"] == "timezone_aware"
 
@@ -121,8 +152,10 @@ def test_pool_assigns_units_fast_filling_and_balancing(client, people):
     # A later slot fills the first unit again (fast filling packs into the first free unit).
     assert book(client, people["carol"], "p-pool", e, e + timedelta(hours=1)).json()["unit"] == "p-pool-s1"
     # Balancing spreads: each new booking goes to the least used unit.
-    bal = [book(client, people["carol"], "p-bal", s + timedelta(hours=i), e + timedelta(hours=i)).json()["unit"]
-           for i in range(6)]
+    bal = [
+        book(client, people["carol"], "p-bal", s + timedelta(hours=i), e + timedelta(hours=i)).json()["unit"]
+        for i in range(6)
+    ]
     assert sorted(bal) == ["p-bal-1", "p-bal-1", "p-bal-2", "p-bal-2", "p-bal-3", "p-bal-3"]
 
 
@@ -143,19 +176,31 @@ def test_resident_of_another_site_cannot_book_or_see(client, people):
 def test_cancel_and_reschedule(client, people, engine):
     s = local(8, 10)
     rid = book(client, people["alice"], "p-court", s, s + timedelta(hours=1)).json()["id"]
-    r = client.post(f"/api/v1/reservations/{rid}/reschedule", headers=people["alice"].headers,
-                    json={"start": (s + timedelta(hours=2)).isoformat(), "end": (s + timedelta(hours=3)).isoformat()})
+    r = client.post(
+        f"/api/v1/reservations/{rid}/reschedule",
+        headers=people["alice"].headers,
+        json={"start": (s + timedelta(hours=2)).isoformat(), "end": (s + timedelta(hours=3)).isoformat()},
+    )
     assert r.status_code == 200 and r.json()["changes"] == 1
     assert datetime.fromisoformat(r.json()["access_start"]) == s + timedelta(hours=2) - timedelta(minutes=10)
     # The old slot is free again.
     assert book(client, people["carol"], "p-court", s, s + timedelta(hours=1)).status_code == 201
-    r = client.post(f"/api/v1/reservations/{rid}/reschedule", headers=people["alice"].headers,
-                    json={"start": s.isoformat(), "end": (s + timedelta(hours=1)).isoformat()})
+    r = client.post(
+        f"/api/v1/reservations/{rid}/reschedule",
+        headers=people["alice"].headers,
+        json={"start": s.isoformat(), "end": (s + timedelta(hours=1)).isoformat()},
+    )
     assert r.status_code == 409 and r.json()["code"] == "slot_taken"
-    client.post(f"/api/v1/reservations/{rid}/reschedule", headers=people["alice"].headers,
-                json={"start": (s + timedelta(hours=4)).isoformat(), "end": (s + timedelta(hours=5)).isoformat()})
-    r = client.post(f"/api/v1/reservations/{rid}/reschedule", headers=people["alice"].headers,
-                    json={"start": (s + timedelta(hours=6)).isoformat(), "end": (s + timedelta(hours=7)).isoformat()})
+    client.post(
+        f"/api/v1/reservations/{rid}/reschedule",
+        headers=people["alice"].headers,
+        json={"start": (s + timedelta(hours=4)).isoformat(), "end": (s + timedelta(hours=5)).isoformat()},
+    )
+    r = client.post(
+        f"/api/v1/reservations/{rid}/reschedule",
+        headers=people["alice"].headers,
+        json={"start": (s + timedelta(hours=6)).isoformat(), "end": (s + timedelta(hours=7)).isoformat()},
+    )
     assert r.status_code == 409 and r.json()["code"] == "too_many_changes"
     r = client.post(f"/api/v1/reservations/{rid}/cancel", json={"reason": "rain"}, headers=people["alice"].headers)
     assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["status_reason"] == "rain"
@@ -169,22 +214,27 @@ def test_change_deadline_binds_residents_not_managers(client, people, engine):
     with write_session(engine) as sess:  # the booking is now 30 minutes away
         r = sess.get(Reservation, rid)
         from bookgate.db import utcnow
+
         r.start = utcnow() + timedelta(minutes=30)
         r.end = r.start + timedelta(hours=1)
         sess.add(r)
     resp = client.post(f"/api/v1/reservations/{rid}/cancel", json={}, headers=people["alice"].headers)
     assert resp.status_code == 409 and resp.json()["code"] == "change_deadline_passed"
-    resp = client.post(f"/api/v1/reservations/{rid}/cancel", json={"reason": "court repair"},
-                       headers=people["manager"].headers)
+    resp = client.post(
+        f"/api/v1/reservations/{rid}/cancel", json={"reason": "court repair"}, headers=people["manager"].headers
+    )
     assert resp.status_code == 200
 
 
 def test_object_level_access(client, people):
     s = local(9, 10)
-    rid = book(client, people["alice"], "p-court", s, s + timedelta(hours=1),
-               beneficiaries=[people["bob"].id]).json()["id"]
+    rid = book(client, people["alice"], "p-court", s, s + timedelta(hours=1), beneficiaries=[people["bob"].id]).json()[
+        "id"
+    ]
     assert client.get(f"/api/v1/reservations/{rid}", headers=people["carol"].headers).status_code == 404
-    assert client.post(f"/api/v1/reservations/{rid}/cancel", json={}, headers=people["carol"].headers).status_code == 404
+    assert (
+        client.post(f"/api/v1/reservations/{rid}/cancel", json={}, headers=people["carol"].headers).status_code == 404
+    )
     assert client.get(f"/api/v1/reservations/{rid}", headers=people["bob"].headers).status_code == 200
     r = client.post(f"/api/v1/reservations/{rid}/cancel", json={}, headers=people["bob"].headers)
     assert r.status_code == 403 and r.json()["code"] == "not_the_planner"
@@ -214,24 +264,37 @@ def test_idempotency_key_replays_the_first_answer(client, people, engine):
     with read_session(engine) as sess:
         assert sess.exec(select(func.count()).select_from(Reservation)).one() == 1
     # Keys are per user: Carol's same key is her own.
-    carol = client.post("/api/v1/reservations", json={**body, "resource": "p-court-b"},
-                        headers={**people["carol"].headers, "Idempotency-Key": "k-123"})
+    carol = client.post(
+        "/api/v1/reservations",
+        json={**body, "resource": "p-court-b"},
+        headers={**people["carol"].headers, "Idempotency-Key": "k-123"},
+    )
     assert carol.status_code == 201
 
 
 def test_time_budget_per_household(client, people):
     s = local(11, 8)
     assert book(client, people["alice"], "p-court", s, s + timedelta(hours=2)).status_code == 201
-    assert book(client, people["bob"], "p-court-b", s + timedelta(days=1), s + timedelta(days=1, hours=2)).status_code == 201
+    assert (
+        book(client, people["bob"], "p-court-b", s + timedelta(days=1), s + timedelta(days=1, hours=2)).status_code
+        == 201
+    )
     r = book(client, people["alice"], "p-court", s + timedelta(days=2), s + timedelta(days=2, hours=1))
     assert r.status_code == 409
     body = r.json()
     assert body["code"] == "quota_exceeded" and body["quota"] == "budget:courts"
     assert body["limit_minutes"] == 240 and body["used_minutes"] == 240 and body["window_days"] == 7
     # Another household has its own budget; a week later the window has moved on.
-    assert book(client, people["carol"], "p-court", s + timedelta(days=2), s + timedelta(days=2, hours=1)).status_code == 201
-    assert book(client, people["alice"], "p-court", s + timedelta(days=8, hours=2),
-                s + timedelta(days=8, hours=3)).status_code == 201
+    assert (
+        book(client, people["carol"], "p-court", s + timedelta(days=2), s + timedelta(days=2, hours=1)).status_code
+        == 201
+    )
+    assert (
+        book(
+            client, people["alice"], "p-court", s + timedelta(days=8, hours=2), s + timedelta(days=8, hours=3)
+        ).status_code
+        == 201
+    )
     # Resources outside the group do not count.
     assert book(client, people["alice"], "p-class", s, s + timedelta(hours=3)).status_code == 201
 
@@ -240,30 +303,64 @@ def test_max_active_reservations_default_500(client, people, engine):
     s = local(20, 0)
     with write_session(engine) as sess:
         from bms.models import Resource, ResourceUnit
+
         res = sess.exec(select(Resource).where(Resource.key == "p-class")).one()
         unit = sess.exec(select(ResourceUnit).where(ResourceUnit.resource_id == res.id)).one()
         for i in range(500):
             a = s + timedelta(minutes=30 * i)
-            sess.add(Reservation(resource_id=res.id, unit_id=unit.id, planner_id=people["carol"].id, start=a,
-                                 end=a + timedelta(minutes=30), block_start=a, block_end=a + timedelta(minutes=30),
-                                 access_start=a, access_end=a, exclusive=False, places=1, status="confirmed"))
+            sess.add(
+                Reservation(
+                    resource_id=res.id,
+                    unit_id=unit.id,
+                    planner_id=people["carol"].id,
+                    start=a,
+                    end=a + timedelta(minutes=30),
+                    block_start=a,
+                    block_end=a + timedelta(minutes=30),
+                    access_start=a,
+                    access_end=a,
+                    exclusive=False,
+                    places=1,
+                    status="confirmed",
+                )
+            )
     r = book(client, people["carol"], "p-class", local(3, 9), local(3, 10))
     assert r.status_code == 409
-    assert r.json() | {"message": ""} == {"code": "quota_exceeded", "message": "", "quota": "max_active_reservations",
-                                          "limit": 500, "used": 500}
+    assert r.json() | {"message": ""} == {
+        "code": "quota_exceeded",
+        "message": "",
+        "quota": "max_active_reservations",
+        "limit": 500,
+        "used": 500,
+    }
     assert book(client, people["alice"], "p-class", local(3, 9), local(3, 10)).status_code == 201
 
 
 def test_manager_edits_rules_over_the_api(client, people):
-    r = client.patch("/api/v1/resources/p-court/rules", json={"max_active_per_user": 1, "buffer_minutes": 30},
-                     headers=people["manager"].headers)
+    r = client.patch(
+        "/api/v1/resources/p-court/rules",
+        json={"max_active_per_user": 1, "buffer_minutes": 30},
+        headers=people["manager"].headers,
+    )
     assert r.status_code == 200 and r.json()["rules"]["max_active_per_user"] == 1
-    assert client.patch("/api/v1/resources/p-court/rules", json={"max_minutes": 60},
-                        headers=people["alice"].headers).status_code == 403
-    assert client.patch("/api/v1/resources/p-court/rules", json={"max_minutes": 60},
-                        headers=people["other_manager"].headers).status_code == 404
-    assert client.patch("/api/v1/resources/p-court/rules", json={"slot_minutes": 1},
-                        headers=people["manager"].headers).status_code == 422
+    assert (
+        client.patch(
+            "/api/v1/resources/p-court/rules", json={"max_minutes": 60}, headers=people["alice"].headers
+        ).status_code
+        == 403
+    )
+    assert (
+        client.patch(
+            "/api/v1/resources/p-court/rules", json={"max_minutes": 60}, headers=people["other_manager"].headers
+        ).status_code
+        == 404
+    )
+    assert (
+        client.patch(
+            "/api/v1/resources/p-court/rules", json={"slot_minutes": 1}, headers=people["manager"].headers
+        ).status_code
+        == 422
+    )
     s = local(12, 9)
     assert book(client, people["alice"], "p-court", s, s + timedelta(hours=1)).status_code == 201
     r = book(client, people["alice"], "p-court", s + timedelta(hours=3), s + timedelta(hours=4))
@@ -275,14 +372,21 @@ def test_duplicate_to_dates_and_resources(client, people):
     rid = book(client, people["alice"], "p-class", s, s + timedelta(hours=1)).json()["id"]
     book(client, people["carol"], "p-class", s + timedelta(days=7), s + timedelta(days=7, hours=1), places=12)
     d1, d2 = (s + timedelta(days=1)).date().isoformat(), (s + timedelta(days=7)).date().isoformat()
-    r = client.post(f"/api/v1/reservations/{rid}/duplicate", json={"dates": [d1, d2], "resources": ["p-class", "p-club"]},
-                    headers=people["alice"].headers)
+    r = client.post(
+        f"/api/v1/reservations/{rid}/duplicate",
+        json={"dates": [d1, d2], "resources": ["p-class", "p-club"]},
+        headers=people["alice"].headers,
+    )
     assert r.status_code == 200, r.text
     made = {(m["resource"], m["date"]) for m in r.json()["made"]}
     refused = {(m["resource"], m["date"], m["code"]) for m in r.json()["refused"]}
     assert ("p-class", d1) in made
     assert ("p-class", d2, "slot_taken") in refused
-    assert all(m["reservation"]["local_start"].endswith("T17:00:00+01:00") or
-               m["reservation"]["local_start"].endswith("T17:00:00+02:00") for m in r.json()["made"])
+    assert all(
+        m["reservation"]["local_start"].endswith("T17:00:00+01:00")
+        or m["reservation"]["local_start"].endswith("T17:00:00+02:00")
+        for m in r.json()["made"]
+    )
     assert any(x[0] == "p-club" and x[2] == "outside_opening_hours" for x in refused) or any(
-        m[0] == "p-club" for m in made)
+        m[0] == "p-club" for m in made
+    )

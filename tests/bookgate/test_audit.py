@@ -16,8 +16,15 @@ from bookgate.db import read_session, write_session
 def _write(engine, n: int) -> None:
     for i in range(n):
         with write_session(engine) as s:
-            audit.record(s, Actor(7, "someone@example.com", "10.0.0.1"), "thing.update", "thing", i,
-                         before={"v": i}, after={"v": i + 1})
+            audit.record(
+                s,
+                Actor(7, "someone@example.com", "10.0.0.1"),
+                "thing.update",
+                "thing",
+                i,
+                before={"v": i},
+                after={"v": i + 1},
+            )
 
 
 def test_chain_verifies(engine):
@@ -55,8 +62,9 @@ def test_tampered_row_is_named(engine, tmp_path, monkeypatch, capsys):
     _disable_guards(engine)
     with write_session(engine) as s:
         third = s.exec(select(AuditEntry).order_by(AuditEntry.id).offset(2)).first()
-        s.execute(text("UPDATE audit_log SET summary = :v WHERE id = :id"),
-                  {"v": '{"after":{"v":999}}', "id": third.id})
+        s.execute(
+            text("UPDATE audit_log SET summary = :v WHERE id = :id"), {"v": '{"after":{"v":999}}', "id": third.id}
+        )
     with read_session(engine) as s:
         result = audit.verify(s)
     assert not result.ok and result.first_bad_id == third.id and result.checked == 2
@@ -65,6 +73,7 @@ def test_tampered_row_is_named(engine, tmp_path, monkeypatch, capsys):
     # The CLI says the same and fails.
     monkeypatch.setenv("BOOKGATE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     from config import get_settings
+
     get_settings.cache_clear()
     try:
         assert cli_main(["audit", "verify"]) == 1

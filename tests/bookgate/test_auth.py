@@ -102,8 +102,12 @@ def test_rate_limit_per_address(client, make_user, settings, engine):
     r = client.post("/api/v1/auth/token", data={"username": user.email, "password": password})
     assert r.status_code == 429
     with read_session(engine) as s:
-        assert s.exec(select(func.count()).select_from(AuditEntry)
-                      .where(AuditEntry.action == "auth.login_throttled")).one() == 1
+        assert (
+            s.exec(
+                select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "auth.login_throttled")
+            ).one()
+            == 1
+        )
 
 
 def test_success_clears_the_account_failures(client, make_user, settings):

@@ -31,8 +31,11 @@ def test_every_api_route_needs_authentication(app, client):
     ],
 )
 def test_admin_routes_refuse_other_roles(client, make_user, example_site, method, path, body):
-    for roles in ([{"role": "resident", "site": "les-tilleuls"}], [{"role": "venue_manager", "venue": "sports"}],
-                  [{"role": "reception", "site": "les-tilleuls"}]):
+    for roles in (
+        [{"role": "resident", "site": "les-tilleuls"}],
+        [{"role": "venue_manager", "venue": "sports"}],
+        [{"role": "reception", "site": "les-tilleuls"}],
+    ):
         user, password = make_user(*roles)
         headers = login(client, user.email, password)
         r = client.request(method, path, json=body, headers=headers)
@@ -43,14 +46,20 @@ def test_admin_routes_refuse_other_roles(client, make_user, example_site, method
 def test_admin_creates_users_with_scoped_roles(client, admin_headers, example_site):
     r = client.post(
         "/api/v1/users",
-        json={"email": "Mgr@Example.com", "name": "Manager", "password": "a-long-password",
-              "roles": [{"role": "venue_manager", "venue": "sports"}, {"role": "resident", "site": "les-tilleuls"}]},
+        json={
+            "email": "Mgr@Example.com",
+            "name": "Manager",
+            "password": "a-long-password",
+            "roles": [{"role": "venue_manager", "venue": "sports"}, {"role": "resident", "site": "les-tilleuls"}],
+        },
         headers=admin_headers,
     )
     assert r.status_code == 201, r.text
     assert r.json()["email"] == "mgr@example.com"
     assert {(x["role"], x["site"], x["venue"]) for x in r.json()["roles"]} == {
-        ("venue_manager", None, "sports"), ("resident", "les-tilleuls", None)}
+        ("venue_manager", None, "sports"),
+        ("resident", "les-tilleuls", None),
+    }
     headers = login(client, "mgr@example.com", "a-long-password")
     assert client.get("/api/v1/users/me", headers=headers).json()["name"] == "Manager"
     # Same email again: conflict, not a 500.
@@ -69,8 +78,9 @@ def test_admin_creates_users_with_scoped_roles(client, admin_headers, example_si
     ],
 )
 def test_bad_roles_are_422_and_nothing_written(client, admin_headers, example_site, role, expect_field, expect_code):
-    r = client.post("/api/v1/users", json={"email": "x@example.com", "name": "X", "roles": [role]},
-                    headers=admin_headers)
+    r = client.post(
+        "/api/v1/users", json={"email": "x@example.com", "name": "X", "roles": [role]}, headers=admin_headers
+    )
     assert r.status_code == 422, r.text
     err = r.json()["errors"][0]
     assert err["field"] == expect_field and err["code"] == expect_code
@@ -79,11 +89,13 @@ def test_bad_roles_are_422_and_nothing_written(client, admin_headers, example_si
 
 
 def test_unknown_fields_and_short_password_are_422(client, admin_headers):
-    r = client.post("/api/v1/users", json={"email": "y@example.com", "name": "Y", "is_admin": True},
-                    headers=admin_headers)
+    r = client.post(
+        "/api/v1/users", json={"email": "y@example.com", "name": "Y", "is_admin": True}, headers=admin_headers
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "is_admin"
-    r = client.post("/api/v1/users", json={"email": "y@example.com", "name": "Y", "password": "short"},
-                    headers=admin_headers)
+    r = client.post(
+        "/api/v1/users", json={"email": "y@example.com", "name": "Y", "password": "short"}, headers=admin_headers
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "password"
     r = client.post("/api/v1/users", json={"email": "not-an-email", "name": "Y"}, headers=admin_headers)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "email"

@@ -22,8 +22,10 @@ def _example() -> dict:
 
 def _counts(engine) -> dict[str, int]:
     with read_session(engine) as s:
-        return {m.__name__: s.exec(select(func.count()).select_from(m)).one()
-                for m in (Site, Venue, Resource, ResourceUnit, Controller, Door, DoorResource, AuditEntry)}
+        return {
+            m.__name__: s.exec(select(func.count()).select_from(m)).one()
+            for m in (Site, Venue, Resource, ResourceUnit, Controller, Door, DoorResource, AuditEntry)
+        }
 
 
 def test_example_describes_the_residence():
@@ -108,6 +110,7 @@ def test_cli_refuses_bad_file_and_writes_nothing(engine, tmp_path, monkeypatch, 
     bad.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("BOOKGATE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     from config import get_settings
+
     get_settings.cache_clear()
     try:
         assert cli_main(["import", str(bad)]) == 1
@@ -133,8 +136,9 @@ def test_import_over_http(client, admin_headers, engine):
     bad["sites"][0]["doors"][0]["controller"] = "nope"
     r = client.post("/api/v1/site-config", content=yaml.safe_dump(bad), headers=admin_headers)
     assert r.status_code == 422 and r.json()["code"] == "bad_site_file"
-    assert r.json()["errors"] == [{"field": "sites.0.doors.0.controller",
-                                   "message": "no controller 'nope' in this site"}]
+    assert r.json()["errors"] == [
+        {"field": "sites.0.doors.0.controller", "message": "no controller 'nope' in this site"}
+    ]
     r = client.post("/api/v1/site-config", content=b"\xff\xfe", headers=admin_headers)
     assert r.status_code == 422
     sites = client.get("/api/v1/sites", headers=admin_headers).json()
@@ -144,11 +148,16 @@ def test_import_over_http(client, admin_headers, engine):
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda s: s["venues"][0]["resources"][0].update(rules={"opening_hours": {"mon": ["25:00-26:00"]}}),
-         "sites.0.venues.0.resources.0.rules.opening_hours"),
-        (lambda s: s["venues"][0]["resources"][0].update(
-            access={"mode": "badge", "release": {"before_end": 5, "after_end": 5}}),
-         "sites.0.venues.0.resources.0.access.release"),
+        (
+            lambda s: s["venues"][0]["resources"][0].update(rules={"opening_hours": {"mon": ["25:00-26:00"]}}),
+            "sites.0.venues.0.resources.0.rules.opening_hours",
+        ),
+        (
+            lambda s: s["venues"][0]["resources"][0].update(
+                access={"mode": "badge", "release": {"before_end": 5, "after_end": 5}}
+            ),
+            "sites.0.venues.0.resources.0.access.release",
+        ),
         (lambda s: s["doors"][5].pop("slots"), "sites.0.doors.5"),
         (lambda s: s["controllers"][4]["settings"].update(address="nope"), "sites.0.controllers.4"),
         (lambda s: s.update(key="Bad Key"), "sites.0.key"),
