@@ -9,21 +9,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 from pydantic import BaseModel
+from sqlalchemy import String, text, type_coerce
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
-from bms.models import Reservation
+from bms.models import LONG_SPAN, Reservation
+from bms.rules import EffectiveRules
 from bms.service import peak_places
 from bms.states import HOLDING, Status
+from bookgate.db import is_sqlite
 from bookgate.errors import Invalid
-from config.site import MAX_BOOKING_MINUTES
 
 MAX_RANGE = timedelta(days=31)
-# Bookings never last longer than this, so a bounded range scan finds every overlap.
-LOOKBACK = timedelta(minutes=MAX_BOOKING_MINUTES) + timedelta(days=1)
 
 
 class Slot(BaseModel):
@@ -52,8 +53,13 @@ class _Booked:
     status: str
 
 
-def _slots_for(ctx: ResourceCtx, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    rules = ctx.rules
+def _slots_for(ctx: ResourceCtx, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, str], ...]:
+    return _grid(ctx.rules, start, end)
+
+
+@lru_cache(maxsize=2048)
+def _grid(rules: EffectiveRules, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, str], ...]:
+    """The bookable slots of a rule set over a range (shared by every resource with those rules)."""
     tz = rules.tz
     out: list[tuple[datetime, datetime]] = []
     day = start.astimezone(tz).date() - timedelta(days=1)
@@ -75,60 +81,77 @@ def _slots_for(ctx: ResourceCtx, start: datetime, end: datetime) -> list[tuple[d
                     out.append((t, t + step))
                 t += step
         day += timedelta(days=1)
-    return sorted(set(out))
+    return tuple((a, z, a.astimezone(tz).isoformat()) for a, z in sorted(set(out)))
 
 
 def _fetch(session: Session, resource_ids: list[int], start: datetime, end: datetime) -> dict[int, list[_Booked]]:
-    rows = session.exec(
-        select(
-            Reservation.resource_id,
-            Reservation.unit_id,
-            Reservation.block_start,
-            Reservation.block_end,
-            Reservation.places,
-            Reservation.status,
-        ).where(
-            col(Reservation.resource_id).in_(resource_ids),
-            col(Reservation.status).in_([s.value for s in (*HOLDING, Status.pending)]),
-            Reservation.block_start < end,
-            Reservation.block_start > start - LOOKBACK,
-            Reservation.block_end > start,
-        )
-    ).all()
+    sqlite = is_sqlite(session)
+    # On SQLite the stored text is parsed with fromisoformat (C) rather than the generic type
+    # processor: it is most of the cost of a venue-wide query.
+    bs_col = type_coerce(Reservation.block_start, String) if sqlite else Reservation.block_start
+    be_col = type_coerce(Reservation.block_end, String) if sqlite else Reservation.block_end
+    base = select(
+        Reservation.resource_id, Reservation.unit_id, bs_col, be_col, Reservation.places, Reservation.status
+    ).where(
+        col(Reservation.resource_id).in_(resource_ids),
+        col(Reservation.status).in_([s.value for s in (*HOLDING, Status.pending)]),
+        Reservation.block_start < end,
+        Reservation.block_end > start,
+    )
+    rows = list(session.exec(base.where(Reservation.block_start > start - LONG_SPAN)).all())
+    # The bare column matches the partial index predicate, so the index of long bookings is used.
+    rows += session.exec(base.where(text("reservation.long_span"), Reservation.block_start <= start - LONG_SPAN)).all()
     out: dict[int, list[_Booked]] = defaultdict(list)
+    parse = datetime.fromisoformat
     for rid, uid, bs, be, places, status in rows:
+        if sqlite:
+            bs, be = parse(bs).replace(tzinfo=UTC), parse(be).replace(tzinfo=UTC)
         out[rid].append(_Booked(uid, bs, be, places, status))
     return out
 
 
-def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: list[tuple[datetime, datetime]]) -> list[Slot]:
-    tz = ctx.rules.tz
+def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: tuple[tuple[datetime, datetime, str], ...]) -> list[Slot]:
+    """One sweep over slots and bookings, both in time order: O(slots + bookings)."""
     buffer = ctx.rules.buffer
     holding = sorted((b for b in booked if b.status != Status.pending), key=lambda b: b.block_start)
-    pending = [b for b in booked if b.status == Status.pending]
+    pending = sorted((b for b in booked if b.status == Status.pending), key=lambda b: b.block_start)
     n_units = len(ctx.units)
     cap = ctx.resource.capacity
+    exclusive = ctx.exclusive
+    total = n_units if exclusive else cap
     out = []
-    for s, e in slots:
+    active: list[_Booked] = []
+    waiting: list[_Booked] = []
+    n_hold, n_pend = len(holding), len(pending)
+    i = j = 0
+    for s, e, local_iso in slots:
         # A booking of this slot would block [s, e + buffer): that is what must be free.
         need_end = e + buffer
-        hits = [b for b in holding if b.block_start < need_end and b.block_end > s]
-        if ctx.exclusive:
-            available = n_units - len({b.unit_id for b in hits})
-            total = n_units
+        while i < n_hold and holding[i].block_start < need_end:
+            active.append(holding[i])
+            i += 1
+        while j < n_pend and pending[j].block_start < e:
+            waiting.append(pending[j])
+            j += 1
+        if active:
+            active = [b for b in active if b.block_end > s]
+        if waiting:
+            waiting = [b for b in waiting if b.block_end > s]
+        if not active:
+            available = total
+        elif exclusive:
+            available = n_units - (1 if n_units == 1 else len({b.unit_id for b in active}))
         else:
-            available = cap - peak_places(hits, s, need_end)  # type: ignore[arg-type]
-            total = cap
+            available = cap - peak_places(active, s, need_end)  # type: ignore[arg-type]
         status = "free" if available >= total else ("full" if available <= 0 else "limited")
-        waiting = sum(1 for b in pending if b.block_start < e and b.block_end > s)
         out.append(
             Slot(
                 start=s,
                 end=e,
-                local_start=s.astimezone(tz).isoformat(),
+                local_start=local_iso,
                 status=status,
                 available=max(0, available),
-                pending=waiting,
+                pending=len(waiting),
             )
         )
     return out

@@ -7,10 +7,10 @@ holds up to `capacity` places.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from bookgate.db import JSONText, UTCDateTime, utcnow
@@ -45,6 +45,10 @@ class ResourceUnit(SQLModel, table=True):
     active: bool = True
 
 
+# Blocks longer than this are flagged `long_span`: range queries look back only this far otherwise.
+LONG_SPAN = timedelta(days=1)
+
+
 class Series(SQLModel, table=True):
     """A recurring booking: an RRULE expanded in the site's zone, so local times survive DST."""
 
@@ -75,6 +79,14 @@ class Reservation(SQLModel, table=True):
         Index("ix_reservation_resource_block", "resource_id", "block_start"),
         Index("ix_reservation_unit_block", "unit_id", "block_start"),
         Index("ix_reservation_planner_status", "planner_id", "status", "end"),
+        # Range scans look back one day from a window; the few longer bookings have their own index.
+        Index(
+            "ix_reservation_long",
+            "resource_id",
+            "block_end",
+            sqlite_where=text("long_span"),
+            postgresql_where=text("long_span"),
+        ),
         UniqueConstraint("series_id", "occurrence_key"),
     )
 
@@ -89,8 +101,9 @@ class Reservation(SQLModel, table=True):
     access_start: datetime = Field(sa_type=UTCDateTime, description="restrict: doors open to beneficiaries")
     access_end: datetime = Field(sa_type=UTCDateTime, description="release: doors close again")
     exclusive: bool = True
+    long_span: bool = Field(default=False, description="block longer than LONG_SPAN")
     places: int = 1
-    status: str = Field(max_length=12, index=True)
+    status: str = Field(max_length=12)
     note: str = Field(default="", max_length=1000)
     series_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("series.id", ondelete="SET NULL"), nullable=True, index=True)

@@ -5,8 +5,10 @@ Times of day (opening hours, the slot grid) are read in the site's zone; instant
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from bookgate.errors import Invalid
@@ -32,7 +34,7 @@ HARD_DEFAULTS = Rules(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: instances are cached
 class EffectiveRules:
     tz: ZoneInfo
     slot: timedelta
@@ -55,6 +57,11 @@ class EffectiveRules:
 
     @classmethod
     def build(cls, timezone: str, site: dict, venue: dict, resource: dict, access: dict) -> EffectiveRules:
+        """Cached by content: the same rule layers always give the same (read-only) object."""
+        return _build_cached(timezone, *(json.dumps(x or {}, sort_keys=True) for x in (site, venue, resource, access)))
+
+    @classmethod
+    def _build(cls, timezone: str, site: dict, venue: dict, resource: dict, access: dict) -> EffectiveRules:
         r = merge_rules(HARD_DEFAULTS, site, venue, resource)
         return cls(
             tz=ZoneInfo(timezone),
@@ -169,3 +176,10 @@ class EffectiveRules:
             )
         if start - now > self.notice_max:
             raise Invalid("too_far_ahead", f"book at most {self.notice_max.days} days ahead", field="start")
+
+
+@lru_cache(maxsize=4096)
+def _build_cached(timezone: str, site: str, venue: str, resource: str, access: str) -> EffectiveRules:
+    return EffectiveRules._build(
+        timezone, json.loads(site), json.loads(venue), json.loads(resource), json.loads(access)
+    )

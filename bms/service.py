@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
-from bms.models import Reservation, ReservationBeneficiary, Resource, ResourceUnit
+from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, Resource, ResourceUnit
 from bms.states import ACTIVE, HOLDING, Status, check_transition
 from bookgate import audit, outbox
 from bookgate.auth import Principal
@@ -175,7 +175,18 @@ def _is_exclusion_violation(exc: IntegrityError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "23P01"
 
 
-_INTENT = ("start", "end", "block_start", "block_end", "access_start", "access_end", "places", "status", "updated_at")
+_INTENT = (
+    "start",
+    "end",
+    "block_start",
+    "block_end",
+    "long_span",
+    "access_start",
+    "access_end",
+    "places",
+    "status",
+    "updated_at",
+)
 
 
 def place(session: Session, ctx: ResourceCtx, r: Reservation, *, prefer_unit: int | None = None) -> None:
@@ -390,6 +401,7 @@ def insert(
         end=draft.end,
         block_start=draft.start,
         block_end=draft.end + ctx.rules.buffer,
+        long_span=draft.end + ctx.rules.buffer - draft.start > LONG_SPAN,
         access_start=a_start,
         access_end=a_end,
         exclusive=ctx.exclusive,
@@ -495,6 +507,7 @@ def move(
     check_quotas(session, ctx, planner, start, end, now, exclude_id=r.id)
     r.start, r.end = start, end
     r.block_start, r.block_end = start, end + ctx.rules.buffer
+    r.long_span = r.block_end - r.block_start > LONG_SPAN
     r.access_start, r.access_end = ctx.rules.access_window(start, end)
     r.updated_at = now
     place(session, ctx, r, prefer_unit=r.unit_id)

@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("access_start", bookgate.db.UTCDateTime(), nullable=False),
         sa.Column("access_end", bookgate.db.UTCDateTime(), nullable=False),
         sa.Column("exclusive", sa.Boolean(), nullable=False),
+        sa.Column("long_span", sa.Boolean(), nullable=False),
         sa.Column("places", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("note", sa.String(length=1000), nullable=False),
@@ -107,10 +108,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("series_id", "occurrence_key"),
     )
     with op.batch_alter_table("reservation", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_reservation_long",
+            ["resource_id", "block_end"],
+            unique=False,
+            sqlite_where=sa.text("long_span"),
+            postgresql_where=sa.text("long_span"),
+        )
         batch_op.create_index("ix_reservation_planner_status", ["planner_id", "status", "end"], unique=False)
         batch_op.create_index("ix_reservation_resource_block", ["resource_id", "block_start"], unique=False)
         batch_op.create_index(batch_op.f("ix_reservation_series_id"), ["series_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_reservation_status"), ["status"], unique=False)
         batch_op.create_index("ix_reservation_unit_block", ["unit_id", "block_start"], unique=False)
 
     op.create_table(
@@ -135,9 +142,9 @@ def downgrade() -> None:
     op.drop_table("reservation_beneficiary")
     with op.batch_alter_table("reservation", schema=None) as batch_op:
         batch_op.drop_index("ix_reservation_unit_block")
-        batch_op.drop_index(batch_op.f("ix_reservation_status"))
         batch_op.drop_index(batch_op.f("ix_reservation_series_id"))
         batch_op.drop_index("ix_reservation_resource_block")
+        batch_op.drop_index("ix_reservation_long", sqlite_where=sa.text("long_span"), postgresql_where=sa.text("long_span"))
         batch_op.drop_index("ix_reservation_planner_status")
 
     op.drop_table("reservation")
