@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -30,16 +31,29 @@ class ResourceCtx:
         return self.resource.capacity == 1
 
 
-def _ctx(session: Session, resource: Resource) -> ResourceCtx:
-    venue = session.get(Venue, resource.venue_id)
-    site = session.get(Site, venue.site_id)  # type: ignore[union-attr]
+def _load(session: Session, condition: Any) -> ResourceCtx | None:
+    """Resource, venue and site in one query, units in a second; cached for the session."""
+    row = session.exec(
+        select(Resource, Venue, Site)
+        .join(Venue, col(Venue.id) == Resource.venue_id)
+        .join(Site, col(Site.id) == Venue.site_id)
+        .where(condition)
+    ).first()
+    if row is None:
+        return None
+    resource, venue, site = row
     units = session.exec(
         select(ResourceUnit)
         .where(ResourceUnit.resource_id == resource.id, ResourceUnit.active)
         .order_by(ResourceUnit.position, ResourceUnit.id)
     ).all()
-    rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, resource.rules, resource.access)  # type: ignore[union-attr]
-    return ResourceCtx(resource, venue, site, list(units), rules)  # type: ignore[arg-type]
+    rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, resource.rules, resource.access)
+    ctx = ResourceCtx(resource, venue, site, list(units), rules)
+    session.info.setdefault(_CACHE, {})[resource.id] = ctx
+    return ctx
+
+
+_CACHE = "bms.resource_ctx"
 
 
 def load_many(session: Session, resources: list[Resource]) -> list[ResourceCtx]:
@@ -68,17 +82,21 @@ def load_many(session: Session, resources: list[Resource]) -> list[ResourceCtx]:
 
 
 def load_resource(session: Session, key: str) -> ResourceCtx:
-    resource = session.exec(select(Resource).where(Resource.key == key, Resource.active)).first()
-    if resource is None:
+    """Always read afresh (rule edits go through here), then cached for load_resource_by_id."""
+    ctx = _load(session, (Resource.key == key) & col(Resource.active))
+    if ctx is None:
         raise NotFound("resource_not_found", f"no resource {key!r}", field="resource")
-    return _ctx(session, resource)
+    return ctx
 
 
 def load_resource_by_id(session: Session, resource_id: int) -> ResourceCtx:
-    resource = session.get(Resource, resource_id)
-    if resource is None:
+    cached = session.info.get(_CACHE, {}).get(resource_id)
+    if cached is not None:
+        return cached
+    ctx = _load(session, Resource.id == resource_id)
+    if ctx is None:
         raise NotFound("resource_not_found", f"no resource {resource_id}")
-    return _ctx(session, resource)
+    return ctx
 
 
 def manages(principal: Principal, ctx: ResourceCtx) -> bool:

@@ -225,6 +225,11 @@ def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int 
                 first_conflict = first_conflict or min(clash, key=lambda c: c.start)
                 continue
         r.unit_id = unit.id  # type: ignore[assignment]
+        if is_sqlite(session):
+            # The writer lock is held since BEGIN IMMEDIATE: the check above cannot go stale.
+            session.add(r)
+            session.flush()
+            return
         try:
             with session.begin_nested():
                 session.add(r)

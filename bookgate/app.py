@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +41,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate_on_start:
             migrate.upgrade(engine)
+        # Everything loaded so far lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise add tens of milliseconds to the slowest requests.
+        gc.collect()
+        gc.freeze()
         yield
 
     app = FastAPI(

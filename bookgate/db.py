@@ -8,6 +8,7 @@ IMMEDIATE so a write transaction holds SQLite's single writer lock from its firs
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 _WRITE_OPTION = "bookgate_write"
+_GATE_HELD = "bookgate_gate_held"
 
 
 def utcnow() -> datetime:
@@ -89,10 +91,30 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
                 cur.execute(pragma)
             cur.close()
 
+        # Writers of this process queue on a lock before asking SQLite for its write lock: waiting
+        # here is a clean hand-off, where SQLite's busy handler would sleep and poll.
+        gate = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if not conn.get_execution_options().get(_WRITE_OPTION):
+                conn.exec_driver_sql("BEGIN DEFERRED")
+                return
+            if not gate.acquire(timeout=30):
+                raise TimeoutError("no write slot on the SQLite database within 30 s")
+            conn.info[_GATE_HELD] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn)
+                raise
+
+        def _release(conn: Any) -> None:
+            if conn.info.pop(_GATE_HELD, False):
+                gate.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
 
         return engine
     return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)

@@ -14,7 +14,7 @@ from bms.models import Reservation, Resource
 from bookgate.db import read_session
 from bookgate.models import Site
 from tests.bms.conftest import local
-from tests.server import bulk_residents, serve
+from bench.harness import bulk_residents, serve
 
 
 async def _storm(base: str, tokens: list[str], body: dict) -> list[httpx.Response]:

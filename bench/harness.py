@@ -1,4 +1,5 @@
-"""A real uvicorn server on 127.0.0.1 in a background thread, and users with ready sessions."""
+"""A real uvicorn server on 127.0.0.1 in a background thread, and users with ready sessions
+(shared by the tests and the benchmarks)."""
 
 from __future__ import annotations
 
