@@ -390,3 +390,15 @@ def test_duplicate_to_dates_and_resources(client, people):
     assert any(x[0] == "p-club" and x[2] == "outside_opening_hours" for x in refused) or any(
         m[0] == "p-club" for m in made
     )
+
+
+def test_minimum_notice_binds_residents_not_managers(client, people):
+    r = client.patch(
+        "/api/v1/resources/p-hall/rules", json={"notice_min_minutes": 2880}, headers=people["manager"].headers
+    )
+    assert r.status_code == 200
+    soon = local(1, 12)
+    r = book(client, people["alice"], "p-hall", soon, soon + timedelta(hours=1))
+    assert r.status_code == 422 and r.json()["code"] == "too_late_to_book"
+    assert book(client, people["alice"], "p-hall", local(3, 12), local(3, 13)).status_code == 201
+    assert book(client, people["manager"], "p-hall", soon, soon + timedelta(hours=1)).status_code == 201
