@@ -98,9 +98,10 @@ def _fetch(session: Session, resource_ids: list[int], start: datetime, end: date
         Reservation.block_start < end,
         Reservation.block_end > start,
     )
-    rows = list(session.exec(base.where(Reservation.block_start > start - LONG_SPAN)).all())
+    conn = session.connection()  # Core, not ORM, execution: these are plain rows
+    rows = list(conn.execute(base.where(Reservation.block_start > start - LONG_SPAN)).all())
     # The bare column matches the partial index predicate, so the index of long bookings is used.
-    rows += session.exec(base.where(text("reservation.long_span"), Reservation.block_start <= start - LONG_SPAN)).all()
+    rows += conn.execute(base.where(text("reservation.long_span"), Reservation.block_start <= start - LONG_SPAN)).all()
     out: dict[int, list[_Booked]] = defaultdict(list)
     parse = datetime.fromisoformat
     for rid, uid, bs, be, places, status in rows:
@@ -110,7 +111,7 @@ def _fetch(session: Session, resource_ids: list[int], start: datetime, end: date
     return out
 
 
-def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: tuple[tuple[datetime, datetime, str], ...]) -> list[Slot]:
+def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: tuple[tuple[datetime, datetime, str], ...]) -> list[dict]:
     """One sweep over slots and bookings, both in time order: O(slots + bookings)."""
     buffer = ctx.rules.buffer
     holding = sorted((b for b in booked if b.status != Status.pending), key=lambda b: b.block_start)
@@ -144,15 +145,16 @@ def _evaluate(ctx: ResourceCtx, booked: list[_Booked], slots: tuple[tuple[dateti
         else:
             available = cap - peak_places(active, s, need_end)  # type: ignore[arg-type]
         status = "free" if available >= total else ("full" if available <= 0 else "limited")
+        # Plain dicts: the whole list is validated at once (in pydantic's core) by the caller.
         out.append(
-            Slot(
-                start=s,
-                end=e,
-                local_start=local_iso,
-                status=status,
-                available=max(0, available),
-                pending=len(waiting),
-            )
+            {
+                "start": s,
+                "end": e,
+                "local_start": local_iso,
+                "status": status,
+                "available": max(0, available),
+                "pending": len(waiting),
+            }
         )
     return out
 
