@@ -51,8 +51,43 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print("\nDemo site 'Résidence Les Tilleuls' is ready. Accounts (passwords are new at each start):")
     for role, email, password in accounts:
         print(f"  {role:<14} {email:<32} {password}")
+    _start_demo_controllers(settings)
     print()
     return cmd_serve(args, settings)
+
+
+def _start_demo_controllers(settings: Settings) -> None:
+    """The demo's MQTT side: an embedded broker (unless one is configured) and a simulated
+    esp-rfid controller for each of the site's esp-rfid controllers, on background threads."""
+    import asyncio
+    import threading
+
+    from config.site import example_path, load_site_file
+    from drivers.esprfid.simulator import run_simulators
+
+    url = settings.mqtt_url
+    if not url:
+        from drivers.broker import start_embedded_broker
+
+        try:
+            url = start_embedded_broker(host="127.0.0.1", port=0).url
+        except OSError as exc:
+            print(f"  (no embedded MQTT broker: {exc}; controllers are not simulated)")
+            return
+        print(f"  embedded MQTT broker   {url}")
+    topics = [
+        str(c.settings["topic"])
+        for site in load_site_file(example_path()).sites
+        for c in site.controllers
+        if c.driver == "esprfid"
+    ]
+    thread = threading.Thread(
+        target=lambda: asyncio.run(run_simulators(url, topics, heartbeat_interval=30.0)),
+        name="demo-controllers",
+        daemon=True,
+    )
+    thread.start()
+    print(f"  simulated esp-rfid controllers: {', '.join(topics)}")
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,6 +177,15 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    from drivers.esprfid.simulator import main as esprfid_sim
+
+    argv = list(args.rest)
+    if not any(a == "--mqtt-url" or a.startswith("--mqtt-url=") for a in argv) and settings.mqtt_url:
+        argv += ["--mqtt-url", settings.mqtt_url]
+    return esprfid_sim(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bookgate", description="Bookgate reservation and access gateway")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.set_defaults(func=cmd_admin)
 
+    sim = sub.add_parser("sim", help="simulated door controllers (see `bookgate sim esprfid --help`)", add_help=False)
+    sim.add_argument("driver", choices=["esprfid"])
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_sim)
+
     aud = sub.add_parser("audit", help="audit trail")
     aud.add_argument("action", choices=["verify"])
     aud.set_defaults(func=cmd_audit)
@@ -178,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = get_settings()
     except Exception as exc:  # pydantic ValidationError: a bad BOOKGATE_* variable

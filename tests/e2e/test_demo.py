@@ -70,6 +70,9 @@ def test_demo_serves_the_example_site_with_printed_accounts(tmp_path):
         resources = httpx.get(base + "/api/v1/resources", headers=headers).json()
         assert {"court-1", "court-2", "meeting-room", "party-room", "visitor-parking"} <= {r["key"] for r in resources}
         assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
+        # The embedded broker runs, with a simulated controller online for each esp-rfid controller.
+        broker = re.search(r"embedded MQTT broker\s+(mqtt://\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+        assert _online_controllers(broker) == {"entrance", "courts", "rooms"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -83,6 +86,32 @@ def test_demo_serves_the_example_site_with_printed_accounts(tmp_path):
     finally:
         proc2.terminate()
         proc2.wait(timeout=30)
+
+
+def _online_controllers(url: str) -> set[str]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port = url.removeprefix("mqtt://").split(":")
+    online: set[str] = set()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *_: c.subscribe("bookgate/les-tilleuls/+/avty")
+    client.on_message = lambda _c, _u, m: m.payload == b"online" and online.add(m.topic.split("/")[2])
+    client.connect(host, int(port))
+    client.loop_start()
+    deadline = time.monotonic() + 20
+    while len(online) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.loop_stop()
+    client.disconnect()
+    return online
+
+
+def test_sim_command_runs_controllers(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKGATE_")}
+    r = subprocess.run([str(BIN), "sim", "esprfid", "--mqtt-url", "mqtt://127.0.0.1:1", "--topic", "x/y"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "127.0.0.1:1" in (r.stdout + r.stderr)
 
 
 def test_admin_create_from_stdin(tmp_path):

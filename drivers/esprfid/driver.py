@@ -1,0 +1,649 @@
+"""esp-rfid 2.x controllers over MQTT: one coordinator per broker connection.
+
+The coordinator owns one paho client. paho's network loop runs in its own thread
+(``loop_start``); inbound messages are decoded there and handed to report callbacks on that
+thread, so asyncio users wrap their callback with ``loop.call_soon_threadsafe``. ``send`` is a
+coroutine run on the caller's event loop; acknowledgements cross from the network thread to it
+with ``call_soon_threadsafe``.
+
+Acknowledgements. The firmware answers ``adduser``, ``deletuid`` and ``deletusers`` with
+``{"type": <command>, "ip": <its IP>}`` and ``opendoor`` with an access event whose user is
+``"MQTT"``; none of them echoes a command id or the card. The driver therefore keeps exactly one
+command in flight per controller (an ``asyncio.Lock``) and accepts, as the acknowledgement, the
+next reply of the expected type from that controller's IP. The firmware handles its command queue
+in order and publishes on one topic, and MQTT keeps one publisher's order, so the reply that comes
+back is the reply to what was sent. The residual ambiguity is a reply to an abandoned attempt
+arriving after its timeout; every command is idempotent (``adduser`` rewrites the whole card
+record, ``deletuid`` of an absent card does nothing), so such a late reply still describes the state
+the retry asks for. Anything that must be proved is proved by reading back with ``ListUsers``.
+
+``getuserlist`` answers with one ``userfile`` message per card and no end marker, and an empty
+list answers nothing at all. The driver publishes ``getuserlist`` immediately followed by a
+``deletuid`` of a sentinel uid that no card has: its acknowledgement comes after the last
+``userfile`` and closes the list.
+
+A timed-out attempt is retried with exponential backoff and jitter; after ``max_attempts`` the
+result is ``ok=False`` and the gateway decides what that means (degraded controller).
+
+The device stores one validity window per card, shared by its relays. The driver keeps a shadow of
+what it has written (per controller, per card, which relays) so that a grant or revoke on one relay
+rewrites the record without dropping the card's other relays; two relays of one card with
+different windows cannot be represented and are refused rather than widened. The shadow is
+rebuilt by ``FullSync`` and ``ListUsers``; the gateway sends ``FullSync`` on ``Booted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from access.protocol import (
+    Availability,
+    Booted,
+    Command,
+    CommandResult,
+    ControllerUnavailable,
+    DoorEvent,
+    FullSync,
+    Grant,
+    Heartbeat,
+    ListUsers,
+    Report,
+    ReportCallback,
+    Revoke,
+    Unlock,
+    UserList,
+    utc,
+)
+from drivers.esprfid import codec
+from drivers.esprfid.connection import MqttSettings, make_client
+
+log = logging.getLogger("drivers.esprfid")
+
+FENCE_UID = "bookgate-list-end"  # never a card: a PICC UID is hex digits, a Wiegand code decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    """Where one device listens: its base topic and the IP it checks in ``doorip``.
+
+    ``hostname`` lets devices share a topic (the firmware allows it): access events carry the
+    hostname but not the IP. ``heartbeat_interval`` is the device's configured period (180 s by
+    default in the firmware).
+    """
+
+    key: str
+    topic: str
+    doorip: str
+    hostname: str | None = None
+    heartbeat_interval: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not self.key or not self.doorip:
+            raise ValueError("controller key and doorip are required")
+        if not self.topic or any(c in self.topic for c in "#+") or self.topic.endswith("/"):
+            raise ValueError(f"invalid base topic {self.topic!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    ack_timeout: float = 5.0
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return base * random.uniform(0.8, 1.2)
+
+
+@dataclass(slots=True)
+class ControllerState:
+    """A typed snapshot of what the driver knows about one device."""
+
+    key: str
+    online: bool | None = None  # last availability message; None before the first one
+    last_seen: datetime | None = None  # last boot or heartbeat
+    last_boot: datetime | None = None
+    ip: str | None = None
+    uptime_s: int | None = None
+    held: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class _Pending:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    expect: str
+    records: list[codec.UserRecord] | None = None
+
+
+@dataclass(slots=True)
+class _Controller:
+    config: ControllerConfig
+    registered_at: datetime
+    state: ControllerState
+    held: dict[str, codec.UserRecord] = field(default_factory=dict)
+    pending: _Pending | None = None
+    lock: asyncio.Lock | None = None
+
+
+class _Failed(Exception):
+    """A step that exhausted its attempts; carries the count for the result."""
+
+    def __init__(self, detail: str, attempts: int) -> None:
+        super().__init__(detail)
+        self.attempts = attempts
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class EsprfidDriver:
+    """Coordinator for every esp-rfid device reachable through one MQTT broker connection."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        controllers: Iterable[ControllerConfig] = (),
+        *,
+        retry: RetryPolicy | None = None,
+        missed_heartbeats: int = 3,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.missed_heartbeats = missed_heartbeats
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._controllers: dict[str, _Controller] = {}
+        self._by_topic: dict[str, list[str]] = {}
+        self._list_locks: dict[str, asyncio.Lock] = {}
+        self._callbacks: list[ReportCallback] = []
+        self._client: mqtt.Client | None = None
+        self._connected = threading.Event()  # connected and every subscription acknowledged
+        self._unacked_subs: set[int] = set()
+        self._down_logged = False
+        self._started = False
+        self._drop_log: dict[str, float] = {}
+        self.dropped = 0  # inbound messages discarded (malformed, oversized, unknown, spoofed)
+        for config in controllers:
+            self.add_controller(config)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects by itself after any loss."""
+        if self._started:
+            return
+        try:
+            client = make_client(self.settings, client_id_prefix="bookgate-esprfid")
+            client.on_connect = self._on_connect
+            client.on_connect_fail = self._on_connect_fail
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
+            client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        except (OSError, ValueError, ssl.SSLError) as exc:  # bad CA file, bad host, bad TLS setup
+            raise ControllerUnavailable(f"cannot use MQTT broker {self.settings.safe_url}: {exc}") from exc
+        self._client = client
+        self._started = True
+        client.loop_start()
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        self._started = False
+        if client is None:
+            return
+        client.disconnect()
+        client.loop_stop()
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._connected.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # ------------------------------------------------------------------ controllers
+
+    def add_controller(self, config: ControllerConfig) -> None:
+        with self._lock:
+            if config.key in self._controllers:
+                raise ValueError(f"controller {config.key!r} already registered")
+            self._controllers[config.key] = _Controller(config, self._clock(), ControllerState(config.key))
+            keys = self._by_topic.setdefault(config.topic, [])
+            keys.append(config.key)
+            first = len(keys) == 1
+        if first and self._client is not None and self.connected:
+            self._client.subscribe([(f"{config.topic}/{codec.SEND}", 1), (f"{config.topic}/{codec.AVTY}", 1)])
+
+    def remove_controller(self, key: str) -> None:
+        with self._lock:
+            ctl = self._controllers.pop(key, None)
+            if ctl is None:
+                return
+            keys = self._by_topic[ctl.config.topic]
+            keys.remove(key)
+            last = not keys
+            if last:
+                del self._by_topic[ctl.config.topic]
+        if last and self._client is not None and self.connected:
+            topic = ctl.config.topic
+            self._client.unsubscribe([f"{topic}/{codec.SEND}", f"{topic}/{codec.AVTY}"])
+
+    def snapshot(self, key: str) -> ControllerState:
+        ctl = self._get(key)
+        state = ctl.state
+        return ControllerState(
+            key=state.key,
+            online=state.online,
+            last_seen=state.last_seen,
+            last_boot=state.last_boot,
+            ip=state.ip,
+            uptime_s=state.uptime_s,
+            held=frozenset(ctl.held),
+        )
+
+    def stale_controllers(self, now: datetime) -> list[str]:
+        """Controllers that missed ``missed_heartbeats`` beats, or whose last will said offline.
+
+        One never heard from counts from its registration, so a dead device is reported too.
+        """
+        now = utc(now, "now")
+        with self._lock:
+            controllers = list(self._controllers.values())
+        stale = []
+        for ctl in controllers:
+            limit = timedelta(seconds=ctl.config.heartbeat_interval * self.missed_heartbeats)
+            reference = ctl.state.last_seen or ctl.registered_at
+            if now - reference > limit or ctl.state.online is False:
+                stale.append(ctl.config.key)
+        return stale
+
+    def subscribe(self, callback: ReportCallback) -> Callable[[], None]:
+        """Register a report callback (called on the network thread); returns an unsubscribe."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ commands
+
+    async def send(self, controller_key: str, command: Command) -> CommandResult:
+        ctl = self._get(controller_key)
+        if not self.connected:
+            raise ControllerUnavailable(f"MQTT broker {self.settings.safe_url} is unreachable", controller_key)
+        if ctl.lock is None:
+            ctl.lock = asyncio.Lock()
+        async with ctl.lock:
+            try:
+                result = await self._dispatch(ctl, command)
+            except _Failed as exc:
+                log.warning("esp-rfid %s: command %s failed: %s", controller_key, command.command_id, exc)
+                return CommandResult(command.command_id, False, str(exc), exc.attempts)
+        log.debug("esp-rfid %s: command %s -> %s", controller_key, command.command_id, result)
+        return result
+
+    async def read_users(self, controller_key: str, command_id: str = "read-users") -> UserList:
+        """Read the cards a device holds; raises ``ControllerUnavailable`` if it does not answer."""
+        ctl = self._get(controller_key)
+        result = await self.send(controller_key, ListUsers(command_id))
+        if not result.ok:
+            raise ControllerUnavailable(f"{controller_key} did not list its users: {result.detail}", controller_key)
+        return UserList(controller_key, frozenset(ctl.held), self._clock())
+
+    async def _dispatch(self, ctl: _Controller, command: Command) -> CommandResult:
+        cid = command.command_id
+        if isinstance(command, Grant):
+            return await self._grant(ctl, command)
+        if isinstance(command, Revoke):
+            return await self._revoke(ctl, command)
+        if isinstance(command, Unlock):
+            if command.door_output != 1:
+                return CommandResult(cid, False, "esp-rfid opendoor releases relay 1 only")
+            attempts = await self._exchange(ctl, [codec.opendoor(ctl.config.doorip)], "opendoor")
+            return CommandResult(cid, True, "door released for the device's configured relay time", attempts)
+        if isinstance(command, FullSync):
+            return await self._full_sync(ctl, command)
+        if isinstance(command, ListUsers):
+            records, attempts = await self._list(ctl)
+            previous = ctl.held
+            ctl.held = {}
+            for rec in records:
+                old = previous.get(rec.uid)
+                if old is not None and rec.pincode is None:
+                    rec.pincode = old.pincode  # the firmware does not echo PINs
+                ctl.held[rec.uid] = rec
+            self._emit(UserList(ctl.config.key, frozenset(ctl.held), self._clock()))
+            return CommandResult(cid, True, f"{len(records)} users", attempts)
+        raise TypeError(f"unsupported command {type(command).__name__}")
+
+    async def _grant(self, ctl: _Controller, grant: Grant) -> CommandResult:
+        try:
+            codec.acctype_key(grant.door_output)
+        except ValueError as exc:
+            return CommandResult(grant.command_id, False, str(exc))
+        since, until = codec.epoch(grant.valid_from), codec.epoch(grant.valid_until)
+        current = ctl.held.get(grant.credential_uid)
+        others = {d: a for d, a in (current.acctypes if current else {}).items() if d != grant.door_output and a}
+        if others and current is not None and (current.validsince, current.validuntil) != (since, until):
+            return CommandResult(
+                grant.command_id,
+                False,
+                f"card {grant.credential_uid} already holds relays {sorted(others)} with another window; "
+                "esp-rfid keeps one window per card",
+            )
+        record = codec.UserRecord(
+            uid=grant.credential_uid,
+            user=grant.user_label,
+            acctypes={**others, grant.door_output: codec.ACC_ALWAYS},
+            validsince=since,
+            validuntil=until,
+            pincode=grant.pin,
+        )
+        attempts = await self._exchange(ctl, [codec.adduser(ctl.config.doorip, record)], "adduser")
+        ctl.held[record.uid] = record
+        return CommandResult(grant.command_id, True, "adduser acknowledged", attempts)
+
+    async def _revoke(self, ctl: _Controller, revoke: Revoke) -> CommandResult:
+        current = ctl.held.get(revoke.credential_uid)
+        remaining = {d: a for d, a in (current.acctypes if current else {}).items() if d != revoke.door_output and a}
+        if current is not None and remaining:
+            record = codec.UserRecord(
+                current.uid, current.user, remaining, current.validsince, current.validuntil, current.pincode
+            )
+            attempts = await self._exchange(ctl, [codec.adduser(ctl.config.doorip, record)], "adduser")
+            ctl.held[record.uid] = record
+            return CommandResult(revoke.command_id, True, f"relays {sorted(remaining)} kept", attempts)
+        attempts = await self._exchange(ctl, [codec.deletuid(ctl.config.doorip, revoke.credential_uid)], "deletuid")
+        ctl.held.pop(revoke.credential_uid, None)
+        return CommandResult(revoke.command_id, True, "deletuid acknowledged", attempts)
+
+    async def _full_sync(self, ctl: _Controller, sync: FullSync) -> CommandResult:
+        records: dict[str, codec.UserRecord] = {}
+        conflicts: set[str] = set()
+        for grant in sync.grants:
+            if grant.door_output > codec.MAX_DOORS:
+                conflicts.add(grant.credential_uid)
+                continue
+            since, until = codec.epoch(grant.valid_from), codec.epoch(grant.valid_until)
+            rec = records.get(grant.credential_uid)
+            if rec is None:
+                records[grant.credential_uid] = codec.UserRecord(
+                    grant.credential_uid,
+                    grant.user_label,
+                    {grant.door_output: codec.ACC_ALWAYS},
+                    since,
+                    until,
+                    grant.pin,
+                )
+            elif (rec.validsince, rec.validuntil) != (since, until):
+                conflicts.add(grant.credential_uid)
+            else:
+                rec.acctypes[grant.door_output] = codec.ACC_ALWAYS
+                rec.pincode = rec.pincode or grant.pin
+        for uid in conflicts:  # fail secure: a card we cannot represent gets nothing on this device
+            records.pop(uid, None)
+        ctl.held = {}  # unknown until the sync completes; a partial sync leaves it incomplete
+        attempts = await self._exchange(ctl, [codec.deletusers(ctl.config.doorip)], "deletusers")
+        for rec in records.values():
+            attempts += await self._exchange(ctl, [codec.adduser(ctl.config.doorip, rec)], "adduser")
+            ctl.held[rec.uid] = rec
+        if conflicts:
+            return CommandResult(
+                sync.command_id,
+                False,
+                f"{len(records)} users written; left out (relay out of range or several windows for one card): "
+                + ", ".join(sorted(conflicts)),
+                attempts,
+            )
+        return CommandResult(sync.command_id, True, f"{len(records)} users written", attempts)
+
+    async def _list(self, ctl: _Controller) -> tuple[list[codec.UserRecord], int]:
+        payloads = [codec.getuserlist(ctl.config.doorip), codec.deletuid(ctl.config.doorip, FENCE_UID)]
+        collected: list[codec.UserRecord] = []
+        topic_lock = self._list_locks.setdefault(ctl.config.topic, asyncio.Lock())
+        async with topic_lock:
+            attempts = await self._exchange(ctl, payloads, "deletuid", collect=collected)
+        return collected, attempts
+
+    async def _exchange(
+        self,
+        ctl: _Controller,
+        payloads: list[dict[str, Any]],
+        expect: str,
+        collect: list[codec.UserRecord] | None = None,
+    ) -> int:
+        """Publish ``payloads`` and wait for the ``expect`` reply; retry; return the attempts used."""
+        loop = asyncio.get_running_loop()
+        topic = f"{ctl.config.topic}/{codec.CMD}"
+        encoded = [codec.dumps(p) for p in payloads]
+        detail = ""
+        for attempt in range(1, self.retry.max_attempts + 1):
+            records: list[codec.UserRecord] | None = [] if collect is not None else None
+            pending = _Pending(loop, loop.create_future(), expect, records)
+            ctl.pending = pending  # before publishing: a fast reply must find it
+            try:
+                if self._publish(topic, encoded):
+                    await asyncio.wait_for(pending.future, self.retry.ack_timeout)
+                    if collect is not None and records is not None:
+                        collect.extend(records)
+                    return attempt
+                detail = "MQTT broker unreachable"
+            except TimeoutError:
+                detail = f"no {expect} reply within {self.retry.ack_timeout:g}s"
+            finally:
+                ctl.pending = None
+            if attempt < self.retry.max_attempts:
+                log.info("esp-rfid %s: %s (attempt %d), retrying", ctl.config.key, detail, attempt)
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise _Failed(f"{detail} after {self.retry.max_attempts} attempts", self.retry.max_attempts)
+
+    def _publish(self, topic: str, payloads: list[bytes]) -> bool:
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        for payload in payloads:
+            info = client.publish(topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+        return True
+
+    def _get(self, key: str) -> _Controller:
+        with self._lock:
+            ctl = self._controllers.get(key)
+        if ctl is None:
+            raise KeyError(f"unknown esp-rfid controller {key!r}")
+        return ctl
+
+    # ------------------------------------------------------------------ network thread
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            if not self._down_logged:
+                log.warning("MQTT broker %s refused the connection: %s", self.settings.safe_url, reason_code)
+                self._down_logged = True
+            return
+        with self._lock:
+            topics = list(self._by_topic)
+        subs = [(f"{t}/{suffix}", 1) for t in topics for suffix in (codec.SEND, codec.AVTY)]
+        with self._lock:
+            self._unacked_subs.clear()
+            for start in range(0, len(subs), 200):
+                _rc, mid = client.subscribe(subs[start : start + 200])
+                if mid is not None:
+                    self._unacked_subs.add(mid)
+            if not self._unacked_subs:
+                self._connected.set()
+        if self._down_logged:
+            log.warning("MQTT broker %s is reachable again", self.settings.safe_url)
+            self._down_logged = False
+        else:
+            log.info("connected to MQTT broker %s", self.settings.safe_url)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._down_logged:
+            log.warning("cannot reach MQTT broker %s; retrying in the background", self.settings.safe_url)
+            self._down_logged = True
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        with self._lock:
+            self._unacked_subs.discard(mid)
+            if not self._unacked_subs:
+                self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+        if self._started and not self._down_logged:
+            log.warning("lost MQTT broker %s (%s); reconnecting in the background", self.settings.safe_url, reason_code)
+            self._down_logged = True
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle(msg.topic, bytes(msg.payload), bool(msg.retain))
+        except Exception:  # a bad message must never kill paho's network thread
+            log.exception("esp-rfid: unexpected error handling a message on %s", msg.topic)
+            self.dropped += 1
+
+    def _drop(self, topic: str, reason: str) -> None:
+        """Log a discarded message, at most once a minute per reason at warning level."""
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._drop_log.get(reason, -3600.0) >= 60.0:
+            self._drop_log[reason] = now
+            log.warning("esp-rfid: dropped message on %s: %s", topic, reason)
+        else:
+            log.debug("esp-rfid: dropped message on %s: %s", topic, reason)
+
+    def _handle(self, topic: str, payload: bytes, retained: bool) -> None:
+        if len(payload) > codec.MAX_PAYLOAD:
+            self._drop(topic, f"oversized payload ({len(payload)} bytes)")
+            return
+        base, _, suffix = topic.rpartition("/")
+        with self._lock:
+            keys = list(self._by_topic.get(base, ()))
+            candidates = [self._controllers[k] for k in keys]
+        if not candidates or suffix not in (codec.SEND, codec.AVTY):
+            self._drop(topic, "topic of no registered controller")
+            return
+        if suffix == codec.AVTY:
+            self._handle_avty(topic, payload, candidates)
+            return
+        if retained:
+            self._drop(topic, "retained message on a send topic (stale)")
+            return
+        try:
+            data = codec.loads(payload)
+            inbound = codec.parse_send_data(data)
+        except codec.MalformedMessage as exc:
+            self._drop(topic, f"malformed: {exc}")
+            return
+        if inbound is None:
+            log.debug("esp-rfid: ignored message on %s: %s", topic, payload[:200])
+            return
+        ctl = self._attribute(inbound, candidates)
+        if ctl is None:
+            self._drop(topic, "sender does not match the controller's IP/hostname (spoofed or misrouted)")
+            return
+        self._apply(ctl, inbound, data)
+
+    def _attribute(self, inbound: codec.Inbound, candidates: list[_Controller]) -> _Controller | None:
+        """Which device sent this: by IP when the message has one, else by hostname.
+
+        ``userfile`` messages carry neither; on a shared topic they belong to the one device whose
+        user list is being read (list reads are serialised per topic).
+        """
+        if isinstance(inbound, codec.UserFile) and len(candidates) > 1:
+            listing = [c for c in candidates if c.pending is not None and c.pending.records is not None]
+            return listing[0] if len(listing) == 1 else None
+        ip = getattr(inbound, "ip", None)
+        hostname = getattr(inbound, "hostname", None)
+        matches = [
+            ctl
+            for ctl in candidates
+            if (ip is None or ctl.config.doorip == ip)
+            and (hostname is None or ctl.config.hostname is None or ctl.config.hostname == hostname)
+        ]
+        return matches[0] if len(matches) == 1 else None
+
+    def _handle_avty(self, topic: str, payload: bytes, candidates: list[_Controller]) -> None:
+        if len(candidates) > 1:
+            log.debug("esp-rfid: availability on shared topic %s cannot name a device; heartbeats decide", topic)
+            return
+        if not payload:
+            return  # a retained message being cleared
+        try:
+            online = codec.parse_avty(payload)
+        except codec.MalformedMessage as exc:
+            self._drop(topic, str(exc))
+            return
+        ctl = candidates[0]
+        if ctl.state.online is not online:
+            if online:
+                log.info("esp-rfid %s is online", ctl.config.key)
+            else:
+                log.warning("esp-rfid %s went offline (last will)", ctl.config.key)
+        ctl.state.online = online
+        self._emit(Availability(ctl.config.key, online, self._clock()))
+
+    def _apply(self, ctl: _Controller, inbound: codec.Inbound, data: dict[str, Any]) -> None:
+        key = ctl.config.key
+        now = self._clock()
+        pending = ctl.pending
+        if isinstance(inbound, codec.Presence):
+            ctl.state.last_seen = now
+            ctl.state.ip = inbound.ip or ctl.state.ip
+            ctl.state.uptime_s = inbound.uptime
+            if inbound.boot:
+                ctl.state.last_boot = now
+                self._emit(Booted(key, now))
+            else:
+                self._emit(Heartbeat(key, now, inbound.uptime, inbound.ip))
+        elif isinstance(inbound, codec.Ack):
+            if pending is not None and pending.expect == inbound.command:
+                pending.loop.call_soon_threadsafe(_resolve, pending.future)
+            else:
+                log.debug("esp-rfid %s: unsolicited %s acknowledgement", key, inbound.command)
+        elif isinstance(inbound, codec.UserFile):
+            if pending is not None and pending.records is not None:
+                pending.records.append(inbound.record)
+        elif isinstance(inbound, codec.Access):
+            remote = inbound.username == codec.REMOTE_UNLOCK_USER and not inbound.uid
+            if remote and pending is not None and pending.expect == "opendoor":
+                pending.loop.call_soon_threadsafe(_resolve, pending.future)
+            for door, state in enumerate(inbound.states, start=1):
+                kind: Any = codec.access_kind(state)
+                self._emit(DoorEvent(key, kind, inbound.uid or None, door, now, dict(data)))
+        elif isinstance(inbound, codec.LogEvent):
+            kind = codec.log_event_kind(inbound)
+            if kind is not None:
+                self._emit(DoorEvent(key, kind, None, None, now, dict(data)))
+
+    def _emit(self, report: Report) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(report)
+            except Exception:
+                log.exception("esp-rfid: report callback failed for %s", type(report).__name__)

@@ -1,0 +1,410 @@
+"""The esp-rfid driver against simulated devices, through a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from access.protocol import (
+    Availability,
+    Booted,
+    ControllerUnavailable,
+    DoorEvent,
+    FullSync,
+    Grant,
+    Heartbeat,
+    ListUsers,
+    Revoke,
+    Unlock,
+    UserList,
+)
+from drivers.esprfid import ControllerConfig, EsprfidDriver, MqttSettings
+from drivers.esprfid.simulator import DeviceConfig, benchmark_ip, main
+from tests.drivers.helpers import DeviceClock, Rig, make_rig, wait_until
+
+T0 = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
+
+
+def grant(uid: str, start: datetime = T0, hours: float = 2, door: int = 1, cid: str = "g1") -> Grant:
+    return Grant(cid, door, uid, f"user {uid}", start, start + timedelta(hours=hours), pin="1234")
+
+
+def raw_client(url: str) -> mqtt.Client:
+    settings = MqttSettings.from_url(url)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    return client
+
+
+def publish(client: mqtt.Client, topic: str, payload: bytes | str, retain: bool = False) -> None:
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+
+@pytest.fixture
+def clock() -> DeviceClock:
+    return DeviceClock(T0.timestamp() + 60)
+
+
+@pytest.fixture
+def rig(mqtt_url: str, topic_prefix: str, clock: DeviceClock) -> Iterator[Rig]:
+    device = DeviceConfig(f"{topic_prefix}/door", "198.18.0.1", "esp-door", heartbeat_interval=0.2)
+    r = make_rig(mqtt_url, [device], clock=clock)
+    yield r
+    r.close()
+
+
+def test_grant_arrives_with_window_and_device_enforces_it_offline(rig: Rig, topic_prefix: str, clock: DeviceClock):
+    device = rig.device(f"{topic_prefix}/door")
+    result = rig.run(rig.driver.send("esp-door", grant("04a1b2", hours=2)))
+    assert result.ok and result.attempts == 1, result
+
+    stored = device.users["04a1b2"]
+    assert stored.validsince == int(T0.timestamp())
+    assert stored.validuntil == int((T0 + timedelta(hours=2)).timestamp())
+    assert stored.acctype(1) == 1 and stored.pincode == "1234" and stored.user == "user 04a1b2"
+
+    assert device.present("04a1b2") == "Always"
+    clock.now = T0.timestamp() - 1  # before the window
+    assert device.present("04a1b2") == "Expired"
+    clock.now = (T0 + timedelta(hours=2)).timestamp()  # validuntil is exclusive
+    assert device.present("04a1b2") == "Expired"
+
+    mine = lambda: [e.kind for e in rig.collected(DoorEvent) if e.credential_uid == "04a1b2"]  # noqa: E731
+    assert wait_until(lambda: len(mine()) == 3), mine()
+    assert mine() == ["granted", "denied", "denied"]
+
+    device.go_offline()  # the network is gone: the device still decides by itself
+    clock.now = T0.timestamp() + 3600
+    assert device.present("04a1b2") == "Always"
+    device.come_back()
+    assert wait_until(lambda: rig.driver.snapshot("esp-door").online is True)
+    assert len(mine()) == 3  # the offline presentation opened the door but was never reported
+    event = rig.collected(DoorEvent)[0]
+    assert event.door_output == 1 and event.at.tzinfo is UTC and event.raw["access"] == "Always"
+
+
+def test_regrant_is_idempotent_and_revoke_denies(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    for _ in range(2):
+        assert rig.run(rig.driver.send("esp-door", grant("cafe01"))).ok
+    assert list(device.users) == ["cafe01"]
+    assert device.present("cafe01") == "Always"
+
+    result = rig.run(rig.driver.send("esp-door", Revoke("r1", 1, "cafe01")))
+    assert result.ok, result
+    assert device.users == {}
+    assert device.present("cafe01") == "Denied"
+    # revoking what is absent still succeeds: the firmware acknowledges deletuid regardless
+    assert rig.run(rig.driver.send("esp-door", Revoke("r2", 1, "cafe01"))).ok
+    events = lambda: [(e.kind, e.raw["isKnown"]) for e in rig.collected(DoorEvent) if e.credential_uid == "cafe01"]  # noqa: E731
+    assert wait_until(lambda: events() == [("granted", "true"), ("denied", "false")])
+
+
+def test_full_sync_replaces_everything_and_list_users_reads_back(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    assert rig.run(rig.driver.send("esp-door", grant("old1"))).ok
+    assert rig.run(rig.driver.send("esp-door", grant("old2"))).ok
+
+    sync = FullSync("s1", [grant("new1"), grant("new2"), grant("new3")])
+    result = rig.run(rig.driver.send("esp-door", sync))
+    assert result.ok and result.attempts == 4, result  # deletusers + three adduser
+    assert sorted(device.users) == ["new1", "new2", "new3"]
+
+    users = rig.run(rig.driver.read_users("esp-door"))
+    assert users.uids == {"new1", "new2", "new3"}
+    assert any(isinstance(r, UserList) and r.uids == users.uids for r in rig.reports)
+
+    assert rig.run(rig.driver.send("esp-door", FullSync("s2", []))).ok
+    assert device.users == {}
+    empty = rig.run(rig.driver.send("esp-door", ListUsers("l2")))
+    assert empty.ok and empty.detail == "0 users"  # an empty list is told apart from silence
+
+
+def test_unlock_is_acknowledged_by_the_remote_access_event(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    result = rig.run(rig.driver.send("esp-door", Unlock("u1", 1, seconds=3)))
+    assert result.ok, result
+    assert device.door_releases == 1
+    assert wait_until(lambda: any(e.credential_uid is None and e.kind == "granted" for e in rig.collected(DoorEvent)))
+    refused = rig.run(rig.driver.send("esp-door", Unlock("u2", 2)))
+    assert not refused.ok and device.door_releases == 1
+
+
+def test_paused_device_makes_commands_fail_after_retries_then_succeed(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    device.paused = True
+    started = time.monotonic()
+    result = rig.run(rig.driver.send("esp-door", grant("beef01", cid="g-paused")))
+    assert not result.ok and result.attempts == 3 and "no adduser reply" in result.detail
+    assert time.monotonic() - started < 3.0
+    assert device.users == {}
+
+    async def unpause_during_send():
+        task = asyncio.ensure_future(rig.driver.send("esp-door", grant("beef01", cid="g-retry")))
+        await asyncio.sleep(0.6)  # the first attempt has timed out by now
+        device.paused = False
+        return await task
+
+    result = rig.run(unpause_during_send())
+    assert result.ok and result.attempts >= 2, result
+    assert "beef01" in device.users
+
+
+def test_last_will_availability_boot_and_staleness(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    assert wait_until(lambda: rig.collected(Booted) and len(rig.collected(Heartbeat)) >= 2)
+    assert wait_until(lambda: rig.driver.snapshot("esp-door").online is True)
+    assert rig.driver.stale_controllers(datetime.now(UTC)) == []
+    beat = rig.collected(Heartbeat)[-1]
+    assert beat.ip == "198.18.0.1" and beat.uptime_s is not None
+
+    device.go_offline()  # unclean: the broker publishes the will
+    assert wait_until(lambda: any(isinstance(r, Availability) and not r.online for r in rig.reports))
+    assert rig.driver.stale_controllers(datetime.now(UTC)) == ["esp-door"]
+    result = rig.run(rig.driver.send("esp-door", grant("aa01")))
+    assert not result.ok
+
+    boots = len(rig.collected(Booted))
+    device.come_back()
+    assert wait_until(lambda: len(rig.collected(Booted)) > boots)
+    assert wait_until(lambda: rig.driver.snapshot("esp-door").online is True)
+    assert rig.run(rig.driver.send("esp-door", grant("aa01"))).ok
+    assert rig.driver.stale_controllers(datetime.now(UTC)) == []
+    # three missed beats of 0.2 s make it stale, judged at a later "now"
+    assert rig.driver.stale_controllers(datetime.now(UTC) + timedelta(seconds=5)) == ["esp-door"]
+
+
+def test_reboot_keeps_users_like_flash_storage(rig: Rig, topic_prefix: str, mqtt_url: str):
+    device = rig.device(f"{topic_prefix}/door")
+    assert rig.run(rig.driver.send("esp-door", grant("f1a5"))).ok
+    boots = len(rig.collected(Booted))
+    client = raw_client(mqtt_url)
+    try:
+        publish(client, f"{topic_prefix}/door/cmd", json.dumps({"cmd": "reboot", "doorip": "198.18.0.1"}))
+        assert wait_until(lambda: len(rig.collected(Booted)) > boots)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert "f1a5" in device.users
+    assert device.present("f1a5") == "Always"
+
+
+def test_tamper_and_held_open_become_door_events(rig: Rig, topic_prefix: str):
+    device = rig.device(f"{topic_prefix}/door")
+    device.force_door()
+    device.hold_door_open()
+    device.present("unknown-card")
+    assert wait_until(lambda: len(rig.collected(DoorEvent)) >= 3)
+    kinds = [e.kind for e in rig.collected(DoorEvent)]
+    assert kinds[:3] == ["forced", "held_open", "denied"]
+
+
+def test_malformed_oversized_and_spoofed_messages_are_dropped(rig: Rig, topic_prefix: str, mqtt_url: str):
+    device = rig.device(f"{topic_prefix}/door")
+    assert wait_until(lambda: rig.collected(Booted))
+    send = f"{topic_prefix}/door/send"
+    client = raw_client(mqtt_url)
+    try:
+        before = rig.driver.dropped
+        publish(client, send, b"\xff\xfe not json")
+        publish(client, send, "[1, 2, 3]")
+        publish(client, send, json.dumps({"type": "access", "isKnown": "true"}))  # no access state
+        publish(client, send, b"{" + b" " * (9 * 1024) + b"}")
+        publish(client, f"{topic_prefix}/door/avty", "maybe")
+        spoof = {"type": "heartbeat", "time": 1, "uptime": 5, "ip": "10.6.6.6", "hostname": "esp-door"}
+        publish(client, send, json.dumps(spoof))
+        publish(
+            client, send, json.dumps({**spoof, "type": "access", "access": "Always", "uid": "x", "hostname": "evil"})
+        )
+        publish(client, f"{topic_prefix}/nobody/send", json.dumps({"type": "heartbeat"}))  # not subscribed: never seen
+        assert wait_until(lambda: rig.driver.dropped - before >= 7)
+        assert not [r for r in rig.reports if isinstance(r, Heartbeat) and r.ip == "10.6.6.6"]
+        assert not [e for e in rig.collected(DoorEvent) if e.credential_uid == "x"]
+
+        # a forged acknowledgement from another IP does not complete a command the device never got
+        device.paused = True
+
+        async def forge_ack_while_waiting():
+            task = asyncio.ensure_future(rig.driver.send("esp-door", grant("f00d", cid="forged")))
+            await asyncio.sleep(0.1)
+            forged = {"type": "adduser", "ip": "10.6.6.6", "hostname": "esp-door"}
+            await asyncio.to_thread(publish, client, send, json.dumps(forged))
+            return await task
+
+        assert not rig.run(forge_ack_while_waiting()).ok
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    device.paused = False
+    assert rig.run(rig.driver.send("esp-door", grant("f00d"))).ok  # still healthy
+
+
+def test_device_drops_malformed_commands_and_wrong_doorip(rig: Rig, topic_prefix: str, mqtt_url: str):
+    device = rig.device(f"{topic_prefix}/door")
+    cmd = f"{topic_prefix}/door/cmd"
+    client = raw_client(mqtt_url)
+    try:
+        dropped = device.commands_dropped
+        add = {"cmd": "adduser", "uid": "d00d", "user": "x", "acctype": 1, "validsince": 0, "validuntil": 2**31 - 1}
+        publish(client, cmd, json.dumps({**add, "doorip": "198.18.0.99"}))  # another device's IP
+        publish(client, cmd, json.dumps(add))  # no doorip at all
+        publish(client, cmd, b"adduser d00d")
+        publish(client, cmd, json.dumps({"doorip": "198.18.0.1", "uid": "d00d"}))  # no cmd
+        publish(client, cmd, json.dumps({"cmd": "adduser", "doorip": "198.18.0.1"}))  # no uid
+        publish(client, cmd, json.dumps({"cmd": "selfdestruct", "doorip": "198.18.0.1"}))
+        assert wait_until(lambda: device.commands_dropped - dropped == 6)
+        assert device.users == {}
+        publish(client, cmd, json.dumps({**add, "doorip": "198.18.0.1", "validuntil": "2000000000"}))
+        assert wait_until(lambda: "d00d" in device.users)
+        assert device.users["d00d"].validuntil == 2_000_000_000  # numeric strings, as in the README
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_multi_relay_device_keeps_one_window_per_card(mqtt_url: str, topic_prefix: str, clock: DeviceClock):
+    device_cfg = DeviceConfig(f"{topic_prefix}/duo", "198.18.0.2", "esp-duo", doors=2, heartbeat_interval=1)
+    rig = make_rig(mqtt_url, [device_cfg], clock=clock)
+    try:
+        device = rig.device(device_cfg.topic)
+        assert rig.run(rig.driver.send("esp-duo", grant("c1", door=1))).ok
+        assert rig.run(rig.driver.send("esp-duo", grant("c1", door=2))).ok
+        assert device.decide("c1") == ["Always", "Always"]
+
+        assert rig.run(rig.driver.send("esp-duo", Revoke("r", 2, "c1"))).ok
+        assert device.decide("c1") == ["Always", "Disabled"]  # door 1 survived the rewrite
+
+        other_window = grant("c1", start=T0 + timedelta(days=1), door=2)
+        refused = rig.run(rig.driver.send("esp-duo", other_window))
+        assert not refused.ok and "one window per card" in refused.detail
+        assert device.decide("c1") == ["Always", "Disabled"]
+
+        sync = FullSync("s", [grant("c1"), grant("c2"), grant("c2", door=2), grant("c3"), other_window])
+        result = rig.run(rig.driver.send("esp-duo", sync))
+        assert sorted(device.users) == ["c2", "c3"]  # c1 has two windows here: fail secure, left out
+        assert not result.ok and "c1" in result.detail
+        assert device.decide("c2") == ["Always", "Always"]
+        assert wait_until(lambda: device.present("c3", door=2) == "Disabled")
+        assert wait_until(lambda: any(e.door_output == 2 and e.kind == "denied" for e in rig.collected(DoorEvent)))
+    finally:
+        rig.close()
+
+
+def test_devices_sharing_a_topic_are_told_apart_by_ip(mqtt_url: str, topic_prefix: str):
+    topic = f"{topic_prefix}/shared"
+    a = DeviceConfig(topic, "198.18.1.1", "esp-a", heartbeat_interval=0.2)
+    b = DeviceConfig(topic, "198.18.1.2", "esp-b", heartbeat_interval=0.2)
+    rig = make_rig(mqtt_url, [a, b], mode="hub")
+    try:
+        dev_a, dev_b = rig.fleet.devices
+        assert rig.run(rig.driver.send("esp-a", grant("0a"))).ok
+        assert rig.run(rig.driver.send("esp-b", grant("0b"))).ok
+        assert list(dev_a.users) == ["0a"] and list(dev_b.users) == ["0b"]
+        assert rig.run(rig.driver.read_users("esp-b")).uids == {"0b"}
+        assert rig.run(rig.driver.read_users("esp-a")).uids == {"0a"}
+        dev_b.present("0b")
+        assert wait_until(lambda: any(e.controller_key == "esp-b" for e in rig.collected(DoorEvent)))
+        assert {e.controller_key for e in rig.collected(DoorEvent)} == {"esp-b"}
+        assert wait_until(lambda: {h.controller_key for h in rig.collected(Heartbeat)} == {"esp-a", "esp-b"})
+    finally:
+        rig.close()
+
+
+def test_hub_mode_serves_a_thousand_devices_on_one_connection(mqtt_url: str, topic_prefix: str):
+    devices = [
+        DeviceConfig(f"{topic_prefix}/fleet/{i:04d}", benchmark_ip(i), f"esp-{i:04d}", heartbeat_interval=5)
+        for i in range(1, 1001)
+    ]
+    rig = make_rig(mqtt_url, devices, mode="hub", wildcard=f"{topic_prefix}/fleet")
+    try:
+        assert len(rig.fleet._links) == 1
+        assert wait_until(lambda: len({b.controller_key for b in rig.collected(Booted)}) == 1000, timeout=15)
+
+        async def grant_all():
+            return await asyncio.gather(*(rig.driver.send(d.hostname, grant(f"u{i}")) for i, d in enumerate(devices)))
+
+        started = time.monotonic()
+        results = rig.run(grant_all())
+        assert all(r.ok for r in results)
+        assert time.monotonic() - started < 15
+        assert all(len(d.users) == 1 for d in rig.fleet.devices)
+
+        victim = rig.fleet.devices[7]
+        victim.go_offline()
+        assert wait_until(lambda: rig.driver.snapshot("esp-0008").online is False)
+        assert rig.driver.stale_controllers(datetime.now(UTC)) == ["esp-0008"]
+        victim.come_back()
+        assert wait_until(lambda: rig.driver.snapshot("esp-0008").online is True)
+        rig.fleet.stop()  # the simulator going away says so, though its disconnect is clean
+        assert wait_until(lambda: len(rig.driver.stale_controllers(datetime.now(UTC))) == 1000)
+    finally:
+        rig.close()
+
+
+def test_unreachable_broker_raises_controller_unavailable():
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    driver = EsprfidDriver(MqttSettings.from_url(f"mqtt://127.0.0.1:{port}"), [ControllerConfig("k", "t/k", "1.2.3.4")])
+    driver.start()
+    loop = asyncio.new_event_loop()
+    try:
+        assert not loop.run_until_complete(driver.wait_connected(0.3))
+        with pytest.raises(ControllerUnavailable):
+            loop.run_until_complete(driver.send("k", grant("x")))
+        with pytest.raises(KeyError):
+            loop.run_until_complete(driver.send("nope", grant("x")))
+    finally:
+        driver.stop()
+        loop.close()
+
+
+def test_cli_main_runs_devices_and_reports_bad_urls(
+    mqtt_url: str, topic_prefix: str, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--topic", f"{topic_prefix}/cli@198.18.9.9", "--mqtt-url", mqtt_url, "--duration", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{topic_prefix}/cli  198.18.9.9" in out
+    assert main(["--count", "3", "--prefix", f"{topic_prefix}/many", "--mqtt-url", mqtt_url, "--duration", "0.1"]) == 0
+    assert "3 esp-rfid device(s) online" in capsys.readouterr().out
+    assert main(["--topic", "x", "--mqtt-url", "http://nope"]) == 1
+    assert main(["--mqtt-url", mqtt_url]) == 1  # nothing to simulate
+
+
+def test_inbound_path_drops_unknown_controllers_and_retained_sends_without_raising(caplog: pytest.LogCaptureFixture):
+    """The network-thread entry point, fed directly: nothing it receives may raise."""
+    driver = EsprfidDriver(MqttSettings.from_url("mqtt://127.0.0.1"), [ControllerConfig("k", "site/k", "10.0.0.9")])
+    reports: list = []
+    driver.subscribe(reports.append)
+
+    def broken(report: object) -> None:
+        raise RuntimeError("a bug in someone's callback")
+
+    driver.subscribe(broken)  # must not keep the others from their reports
+
+    def deliver(topic: str, payload: bytes, retain: bool = False) -> None:
+        msg = mqtt.MQTTMessage(topic=topic.encode())
+        msg.payload = payload
+        msg.retain = retain
+        driver._on_message(None, None, msg)  # type: ignore[arg-type]
+
+    beat = json.dumps({"type": "heartbeat", "time": 1, "uptime": 3, "ip": "10.0.0.9", "hostname": "h"}).encode()
+    deliver("site/other/send", beat)  # a controller we do not know
+    deliver("site/k/status", beat)  # a topic esp-rfid does not use
+    deliver("site/k/send", beat, retain=True)  # a stale retained copy
+    assert driver.dropped == 3 and reports == []
+    deliver("site/k/send", beat)
+    assert len(reports) == 1 and isinstance(reports[0], Heartbeat) and reports[0].uptime_s == 3
+    with caplog.at_level("WARNING", logger="drivers.esprfid"):
+        for _ in range(5):
+            deliver("site/k/send", b"garbage")
+    assert driver.dropped == 8
+    assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 1  # logged once, counted always
