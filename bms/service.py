@@ -10,7 +10,7 @@ the check and the insert run under the single writer lock. Capacity units are lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -376,13 +376,33 @@ def prepare(session: Session, principal: Principal, data: ReservationCreate, now
 
 
 def initial_status(draft: Draft) -> Status:
-    """auto: confirmed at once; manual: pending for a manager. rules: pending too, as far as bms
-    knows: the managers' conditions belong to moderation, which confirms a request inside them in
-    the flush that inserts it (moderation.policy); without moderation loaded, a manager decides.
-    Managers' own bookings are confirmed."""
+    """auto: confirmed at once; manual: pending for a manager; rules: pending unless a registered
+    status policy (moderation's conditions) confirms it. Managers' own bookings are confirmed."""
     if draft.privileged or draft.ctx.rules.moderation == Moderation.auto:
         return Status.confirmed
     return Status.pending
+
+
+# (status, reason) for a `rules` request, or None to leave it to the next policy.
+StatusPolicy = Callable[[Session, "Draft", datetime], tuple[Status, str] | None]
+_status_policies: list[StatusPolicy] = []
+
+
+def register_status_policy(policy: StatusPolicy) -> None:
+    """The extension point for `rules` moderation: a layer above bms (moderation) plugs its
+    conditions in here at composition time, so bms never imports it."""
+    if policy not in _status_policies:
+        _status_policies.append(policy)
+
+
+def decide_status(session: Session, draft: Draft, now: datetime) -> tuple[Status, str | None]:
+    status = initial_status(draft)
+    if status == Status.pending and draft.ctx.rules.moderation == Moderation.rules:
+        for policy in _status_policies:
+            decided = policy(session, draft, now)
+            if decided is not None:
+                return decided
+    return status, None
 
 
 def insert(
@@ -400,6 +420,9 @@ def insert(
     if not skip_quotas:
         check_quotas(session, ctx, draft.planner, draft.start, draft.end, now)
     a_start, a_end = ctx.rules.access_window(draft.start, draft.end)
+    status_reason = None
+    if status is None:
+        status, status_reason = decide_status(session, draft, now)
     r = Reservation(
         resource_id=ctx.resource.id,  # type: ignore[arg-type]
         unit_id=ctx.units[0].id if ctx.units else 0,  # type: ignore[arg-type]
@@ -413,7 +436,8 @@ def insert(
         access_end=a_end,
         exclusive=ctx.exclusive,
         places=draft.places,
-        status=(status or initial_status(draft)).value,
+        status=status.value,
+        status_reason=status_reason,
         note=draft.note,
         series_id=series_id,
         occurrence_key=occurrence_key,

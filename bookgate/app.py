@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from bms import api as bms_api
+from bms import service as bms_service
 from bookgate import __version__, migrate
 from bookgate.db import make_engine
 from bookgate.errors import install_error_handlers
@@ -20,6 +21,9 @@ from bookgate.routes import auth as auth_routes
 from bookgate.routes import sites as site_routes
 from bookgate.routes import users as user_routes
 from config import Settings, get_settings
+from moderation import api as moderation_api
+from moderation import policy as moderation_policy
+from schedules.clock import start_clock
 
 log = logging.getLogger("bookgate")
 
@@ -45,7 +49,14 @@ def create_app(
         # full passes, which otherwise add tens of milliseconds to the slowest requests.
         gc.collect()
         gc.freeze()
-        yield
+        clock = start_clock(engine, expiry_every_seconds=settings.expiry_every_seconds) if settings.scheduler else None
+        try:
+            yield
+        finally:
+            if clock is not None:
+                clock.shutdown(wait=True)
+
+    bms_service.register_status_policy(moderation_policy.decide)
 
     app = FastAPI(
         title="Bookgate",
@@ -84,5 +95,6 @@ def create_app(
     app.include_router(user_routes.router)
     app.include_router(site_routes.router)
     app.include_router(bms_api.router)
+    app.include_router(moderation_api.router)
     app.include_router(portal_router)
     return app

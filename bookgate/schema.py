@@ -12,5 +12,6 @@ def load_all_models() -> MetaData:
     import bookgate.audit
     import bookgate.models
     import bookgate.outbox  # noqa: F401
+    import moderation.models  # noqa: F401
 
     return SQLModel.metadata

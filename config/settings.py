@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
 
+    scheduler: bool = Field(default=True, description="run the periodic jobs (expiries...) in this process")
+    expiry_every_seconds: int = Field(default=60, ge=1)
+
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
 

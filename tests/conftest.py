@@ -142,7 +142,8 @@ def backend(engine: Engine) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(var_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    # Periodic jobs are started by the tests that are about them, with their own clock.
+    return Settings(var_dir=tmp_path / "var", scheduler=False, _env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture

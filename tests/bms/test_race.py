@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
 import pytest
 from sqlmodel import select
 
+from bench.harness import bulk_residents, serve
 from bms.models import Reservation, Resource
 from bookgate.db import read_session
 from bookgate.models import Site
 from tests.bms.conftest import local
-from bench.harness import bulk_residents, serve
 
 
 async def _storm(base: str, tokens: list[str], body: dict) -> list[httpx.Response]:
@@ -42,7 +43,9 @@ def test_concurrent_bookings_of_one_slot(app, engine, sites, resource, clients, 
     start = local(4, 20)
     body = {"resource": resource, "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
     with serve(app) as base:
-        responses = asyncio.run(_storm(base, [t for _, t in users], body))
+        # A thread of its own: another test's browser may own this thread's event loop.
+        with ThreadPoolExecutor(1) as pool:
+            responses = pool.submit(asyncio.run, _storm(base, [t for _, t in users], body)).result()
     codes = Counter(r.status_code for r in responses)
     assert codes == {201: winners, 409: clients - winners}, [r.text for r in responses if r.status_code >= 500][:3]
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"slot_taken"}

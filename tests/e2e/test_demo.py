@@ -78,7 +78,7 @@ def test_demo_serves_the_example_site_with_printed_accounts(tmp_path):
         proc.wait(timeout=30)
 
     # A second start prints new passwords: the old ones no longer work.
-    proc2, lines2 = _start_demo(tmp_path, port)
+    proc2, _ = _start_demo(tmp_path, port)
     try:
         _wait_ready(f"http://127.0.0.1:{port}")
         r = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/token", data={"username": email, "password": password})

@@ -1,0 +1,159 @@
+"""Venue documents (house rules, access instructions) that managers attach to a venue or resource.
+
+The bytes are kept in the database, not under var_dir: several stateless gateway nodes share one
+PostgreSQL, so a file written to one node's disk would be missing on the others, and a row is
+written in the same transaction as its audit entry, so a refused or failed upload leaves nothing.
+The size cap (5 MiB) keeps such rows small. The declared type, the file name's extension and the
+bytes' magic number must all agree: a PNG renamed `.pdf` is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, or_, select
+
+from bms.context import ResourceCtx
+from bookgate import audit
+from bookgate.auth import Principal
+from bookgate.errors import AppError, Invalid
+from bookgate.models import Venue
+from moderation.models import VenueDocument
+
+MAX_BYTES = 5 * 1024 * 1024
+
+# content type -> (magic prefix, accepted extensions)
+FORMATS: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "application/pdf": (b"%PDF-", (".pdf",)),
+    "image/png": (b"\x89PNG\r\n\x1a\n", (".png",)),
+    "image/jpeg": (b"\xff\xd8\xff", (".jpg", ".jpeg")),
+}
+
+
+class DocumentKind(StrEnum):
+    house_rules = "house_rules"
+    access_instructions = "access_instructions"
+    other = "other"
+
+
+class DocumentPublic(BaseModel):
+    id: int
+    venue: str
+    resource: str | None
+    kind: str
+    title: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class TooLarge(AppError):
+    status = 413
+
+
+class Unsupported(AppError):
+    status = 415
+
+
+def sniff(data: bytes) -> str | None:
+    """The content type the bytes themselves announce, if it is one we accept."""
+    for ctype, (magic, _) in FORMATS.items():
+        if data.startswith(magic):
+            return ctype
+    return None
+
+
+def check_upload(filename: str, declared: str | None, data: bytes) -> str:
+    """The document's content type, or a refusal naming what is wrong."""
+    if len(data) > MAX_BYTES:
+        raise TooLarge("too_large", f"documents are limited to {MAX_BYTES // (1024 * 1024)} MiB", limit=MAX_BYTES)
+    if not data:
+        raise Invalid("empty_file", "the file is empty", field="file")
+    declared = (declared or "").split(";")[0].strip().lower()
+    if declared not in FORMATS:
+        raise Unsupported("unsupported_type", "PDF, PNG or JPEG only", declared=declared or None)
+    actual = sniff(data)
+    if actual != declared:
+        raise Unsupported(
+            "type_mismatch", "the file's content does not match its declared type", declared=declared, actual=actual
+        )
+    if not filename.lower().endswith(FORMATS[declared][1]):
+        raise Unsupported("extension_mismatch", f"a {declared} file must be named {' or '.join(FORMATS[declared][1])}")
+    return declared
+
+
+def _clean_name(filename: str) -> str:
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return "".join(ch for ch in name if ch.isprintable() and ch not in '"<>;')[:200] or "document"
+
+
+def add(
+    session: Session,
+    principal: Principal,
+    venue: Venue,
+    ctx: ResourceCtx | None,
+    *,
+    kind: DocumentKind,
+    title: str,
+    filename: str,
+    declared_type: str | None,
+    data: bytes,
+) -> VenueDocument:
+    """Check everything before touching the session: a refusal writes nothing."""
+    name = _clean_name(filename)
+    ctype = check_upload(name, declared_type, data)
+    doc = VenueDocument(
+        venue_id=venue.id,  # type: ignore[arg-type]
+        resource_id=ctx.resource.id if ctx else None,
+        kind=kind.value,
+        title=title.strip()[:200] or name,
+        filename=name,
+        content_type=ctype,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+        uploaded_by=principal.user_id,
+    )
+    session.add(doc)
+    session.flush()
+    audit.record(
+        session,
+        principal.actor,
+        "document.add",
+        "venue_document",
+        doc.id,
+        after={"venue": venue.key, "resource": ctx.resource.key if ctx else None, "filename": name, "size": doc.size},
+        sha256=doc.sha256,
+    )
+    return doc
+
+
+def listing(session: Session, venue: Venue, ctx: ResourceCtx | None) -> list[VenueDocument]:
+    """A venue's own documents; for a resource, its venue's and its own. The bytes stay unloaded."""
+    stmt = select(VenueDocument).options(defer(VenueDocument.data)).where(VenueDocument.venue_id == venue.id)
+    if ctx is None:
+        stmt = stmt.where(col(VenueDocument.resource_id).is_(None))
+    else:
+        stmt = stmt.where(or_(col(VenueDocument.resource_id).is_(None), VenueDocument.resource_id == ctx.resource.id))
+    return list(session.exec(stmt.order_by(VenueDocument.id)).all())
+
+
+def public(doc: VenueDocument, venue_key: str, resource_key: str | None) -> DocumentPublic:
+    return DocumentPublic(
+        id=doc.id,  # type: ignore[arg-type]
+        venue=venue_key,
+        resource=resource_key,
+        kind=doc.kind,
+        title=doc.title,
+        filename=doc.filename,
+        content_type=doc.content_type,
+        size=doc.size,
+        sha256=doc.sha256,
+        created_at=doc.created_at,
+    )
