@@ -585,6 +585,60 @@ def reschedule(
     return r
 
 
+def recipients(session: Session, r: Reservation) -> list[int]:
+    """Who hears about a reservation: its planner and its beneficiaries."""
+    bens = session.exec(
+        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
+    ).all()
+    return sorted({r.planner_id, *bens})
+
+
+def transition(r: Reservation, target: Status, reason: str | None, now: datetime | None = None) -> str:
+    """Move `r` to `target` if the state machine allows it; return the status it had."""
+    check_transition(r.status, target)
+    before = r.status
+    r.status = target.value
+    r.status_reason = reason
+    r.updated_at = now or utcnow()
+    return before
+
+
+def announce_status(
+    session: Session,
+    actor: audit.Actor,
+    r: Reservation,
+    ctx: ResourceCtx,
+    before: str,
+    *,
+    action: str | None = None,
+    **extra: Any,
+) -> None:
+    """The outbox message (to the planner and beneficiaries) and the audit row of a status change."""
+    outbox.enqueue(
+        session,
+        f"reservation.{r.status}",
+        {
+            **_event(r, ctx),
+            "venue": ctx.venue.key,
+            "reason": r.status_reason,
+            "recipients": recipients(session, r),
+            "decided_by": actor.label,
+            **extra,
+        },
+    )
+    audit.record(
+        session,
+        actor,
+        action or f"reservation.{r.status}",
+        "reservation",
+        r.id,
+        before={"status": before},
+        after={"status": r.status, "start": r.start, "end": r.end, "unit_id": r.unit_id},
+        reason=r.status_reason,
+        **extra,
+    )
+
+
 def set_status(
     session: Session,
     actor: audit.Actor,
@@ -593,26 +647,15 @@ def set_status(
     target: Status,
     reason: str | None = None,
     now: datetime | None = None,
+    *,
+    action: str | None = None,
+    **extra: Any,
 ) -> None:
     """The one way a status changes: checked against the state machine, audited, announced."""
-    check_transition(r.status, target)
-    before = r.status
-    r.status = target.value
-    r.status_reason = reason
-    r.updated_at = now or utcnow()
+    before = transition(r, target, reason, now)
     session.add(r)
     session.flush()
-    outbox.enqueue(session, f"reservation.{target.value}", {**_event(r, ctx), "reason": reason})
-    audit.record(
-        session,
-        actor,
-        f"reservation.{target.value}",
-        "reservation",
-        r.id,
-        before={"status": before},
-        after={"status": r.status},
-        reason=reason,
-    )
+    announce_status(session, actor, r, ctx, before, action=action, **extra)
 
 
 def cancel(

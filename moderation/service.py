@@ -18,8 +18,18 @@ from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx, load_resource_by_id, manages
 from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, Resource, ResourceUnit
-from bms.service import ReservationPublic, holding_overlaps, peak_places, place, public
-from bms.states import ACTIVE, HOLDING, Status, check_transition
+from bms.service import (
+    ReservationPublic,
+    announce_status,
+    holding_overlaps,
+    peak_places,
+    place,
+    public,
+    recipients,
+    set_status,
+    transition,
+)
+from bms.states import ACTIVE, HOLDING, Status
 from bookgate import audit, outbox
 from bookgate.auth import Principal
 from bookgate.db import is_sqlite, utcnow
@@ -172,42 +182,11 @@ def _check_decidable(r: Reservation, ctx: ResourceCtx, version: datetime | None,
 # ---------------------------------------------------------------- announcing
 
 
-def recipients(session: Session, r: Reservation) -> list[int]:
-    bens = session.exec(
-        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
-    ).all()
-    return sorted({r.planner_id, *bens})
-
-
 def announce(
     session: Session, actor: audit.Actor, r: Reservation, ctx: ResourceCtx, action: str, before: str, **extra: Any
 ) -> None:
-    """One outbox message to the requester and beneficiaries, one audit row; same transaction."""
-    payload = {
-        "reservation_id": r.id,
-        "resource": ctx.resource.key,
-        "venue": ctx.venue.key,
-        "start": r.start.isoformat(),
-        "end": r.end.isoformat(),
-        "status": r.status,
-        "planner_id": r.planner_id,
-        "recipients": recipients(session, r),
-        "reason": r.status_reason,
-        "decided_by": actor.label,
-        **extra,
-    }
-    outbox.enqueue(session, f"reservation.{r.status}", payload)
-    audit.record(
-        session,
-        actor,
-        f"moderation.{action}",
-        "reservation",
-        r.id,
-        before={"status": before},
-        after={"status": r.status, "start": r.start, "end": r.end, "unit_id": r.unit_id},
-        reason=r.status_reason,
-        **extra,
-    )
+    """A moderation decision's outbox message and audit row (bms.service.announce_status)."""
+    announce_status(session, actor, r, ctx, before, action=f"moderation.{action}", **extra)
 
 
 def void_proposals(session: Session, r: Reservation, now: datetime) -> None:
@@ -263,13 +242,10 @@ def _confirm(
 ) -> list[int]:
     """Place `r` as confirmed (409 slot_taken if it no longer fits), then reject the pending
     requests that this approval leaves without a place. Returns their ids."""
-    check_transition(r.status, Status.confirmed)
-    r.status = Status.confirmed.value
-    r.status_reason = reason
-    r.updated_at = now
+    before = transition(r, Status.confirmed, reason, now)  # placed as confirmed: the guarantee applies
     place(session, ctx, r, prefer_unit=prefer_unit)
     void_proposals(session, r, now)
-    announce(session, actor, r, ctx, action, Status.pending.value, **extra)
+    announce(session, actor, r, ctx, action, before, **extra)
     losers = []
     for other in overlapping_pending(session, r):
         if fits(session, ctx, other):
@@ -278,13 +254,18 @@ def _confirm(
             session.refresh(other, with_for_update=True)
             if other.status != Status.pending:
                 continue
-        other.status = Status.rejected.value
-        other.status_reason = "the slot was given to another request"
-        other.updated_at = now
-        session.add(other)
-        session.flush()
+        set_status(
+            session,
+            actor,
+            other,
+            ctx,
+            Status.rejected,
+            "the slot was given to another request",
+            now,
+            action="moderation.reject",
+            competing_with=r.id,
+        )
         void_proposals(session, other, now)
-        announce(session, actor, other, ctx, "reject", Status.pending.value, competing_with=r.id)
         losers.append(other.id)  # type: ignore[arg-type]
     return losers
 
@@ -314,14 +295,8 @@ def reject(
     now = now or utcnow()
     r, ctx = load_request(session, principal, reservation_id, lock=True)
     _check_decidable(r, ctx, data.version, now)
-    check_transition(r.status, Status.rejected)
-    r.status = Status.rejected.value
-    r.status_reason = data.reason.strip()
-    r.updated_at = now
-    session.add(r)
-    session.flush()
+    set_status(session, principal.actor, r, ctx, Status.rejected, data.reason.strip(), now, action="moderation.reject")
     void_proposals(session, r, now)
-    announce(session, principal.actor, r, ctx, "reject", Status.pending.value)
     return r
 
 

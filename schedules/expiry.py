@@ -15,10 +15,11 @@ from sqlmodel import select
 
 from bms.context import load_resource_by_id
 from bms.models import Reservation
-from bms.states import Status, check_transition
+from bms.service import set_status
+from bms.states import Status
 from bookgate.audit import SYSTEM
 from bookgate.db import write_session
-from moderation.service import announce, deadline, void_proposals
+from moderation.service import deadline, void_proposals
 
 # No resource expires a request sooner than this (Rules.pending_expiry_hours >= 1).
 _SHORTEST = timedelta(hours=1)
@@ -48,12 +49,8 @@ def expire_pending(engine: Engine, now: datetime, *, batch: int = 200) -> int:
                 ctx = load_resource_by_id(s, r.resource_id)
                 if now < deadline(r, ctx):
                     continue
-                check_transition(r.status, Status.expired)
-                r.status = Status.expired.value
-                r.status_reason = "no manager decided in time"
-                r.updated_at = now
-                s.add(r)
-                s.flush()
+                set_status(
+                    s, SYSTEM, r, ctx, Status.expired, "no manager decided in time", now, action="moderation.expire"
+                )
                 void_proposals(s, r, now)
-                announce(s, SYSTEM, r, ctx, "expire", Status.pending.value)
                 expired += 1
