@@ -140,3 +140,22 @@ class IdempotencyRecord(SQLModel, table=True):
     status_code: int
     response: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReservationChange(SQLModel, table=True):
+    """A reschedule waiting for a manager's approval; the booking keeps its original slot meanwhile."""
+
+    __tablename__ = "reservation_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reservation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("reservation.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    requested_by: int = Field(sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="RESTRICT"), nullable=False))
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="pending", max_length=12, description="pending, approved, rejected, void")
+    reason: str | None = Field(default=None, max_length=500)
+    base_version: datetime = Field(sa_type=UTCDateTime, description="the booking's updated_at when asked")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

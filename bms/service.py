@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
-from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, Resource, ResourceUnit
+from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.states import ACTIVE, HOLDING, Status, check_transition
 from bookgate import audit, outbox
 from bookgate.auth import Principal
@@ -66,6 +66,22 @@ class ReservationPublic(BaseModel):
     occurrence_key: str | None
     detached: bool
     changes: int
+    pending_change: PendingChange | None = None
+
+
+class PendingChange(BaseModel):
+    id: int
+    start: datetime
+    end: datetime
+    requested_at: datetime
+
+
+def pending_change(session: Session, reservation_id: int) -> ReservationChange | None:
+    return session.exec(
+        select(ReservationChange).where(
+            ReservationChange.reservation_id == reservation_id, ReservationChange.status == "pending"
+        )
+    ).first()
 
 
 def public(session: Session, r: Reservation, ctx: ResourceCtx | None = None) -> ReservationPublic:
@@ -75,6 +91,7 @@ def public(session: Session, r: Reservation, ctx: ResourceCtx | None = None) -> 
         select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
     ).all()
     tz = ctx.rules.tz
+    held = pending_change(session, r.id) if r.status == Status.confirmed else None  # type: ignore[arg-type]
     return ReservationPublic(
         id=r.id,  # type: ignore[arg-type]
         resource=ctx.resource.key,
@@ -96,6 +113,9 @@ def public(session: Session, r: Reservation, ctx: ResourceCtx | None = None) -> 
         occurrence_key=r.occurrence_key,
         detached=r.detached,
         changes=r.changes,
+        pending_change=PendingChange(id=held.id, start=held.start, end=held.end, requested_at=held.created_at)  # type: ignore[arg-type]
+        if held
+        else None,
     )
 
 
@@ -555,18 +575,82 @@ def reschedule(
     now = now or utcnow()
     r, ctx, privileged = get_for_change(session, principal, reservation_id)
     _check_change_allowed(r, ctx, privileged, now, counts=True)
-    before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
     planner = session.get(User, r.planner_id)
-    move(
-        session,
-        ctx,
-        r,
-        start.astimezone(now.tzinfo),
-        end.astimezone(now.tzinfo),
-        planner,
-        now,  # type: ignore[arg-type]
-        privileged=privileged,
+    start, end = start.astimezone(now.tzinfo), end.astimezone(now.tzinfo)
+    if not privileged and r.status == Status.confirmed and any(p(session, ctx, r) for p in _change_policies):
+        _hold_change(session, principal, ctx, r, planner, start, end, now)  # type: ignore[arg-type]
+        return r
+    apply_change(session, principal.actor, ctx, r, planner, start, end, now, privileged=privileged)  # type: ignore[arg-type]
+    return r
+
+
+# Whether a change of this confirmed booking must wait for a manager (moderation plugs in here).
+ChangePolicy = Callable[[Session, ResourceCtx, Reservation], bool]
+_change_policies: list[ChangePolicy] = []
+
+
+def register_change_policy(policy: ChangePolicy) -> None:
+    if policy not in _change_policies:
+        _change_policies.append(policy)
+
+
+def _hold_change(
+    session: Session,
+    principal: Principal,
+    ctx: ResourceCtx,
+    r: Reservation,
+    planner: User,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> ReservationChange:
+    """Record the requested times for a manager; the booking keeps its slot until then."""
+    ctx.rules.check_times(start, end, now)
+    check_quotas(session, ctx, planner, start, end, now, exclude_id=r.id)
+    previous = pending_change(session, r.id)  # type: ignore[arg-type]
+    if previous is not None:  # the newest request replaces an undecided one
+        previous.status, previous.decided_at, previous.reason = "void", now, "replaced by a newer request"
+        session.add(previous)
+    change = ReservationChange(
+        reservation_id=r.id,
+        requested_by=principal.user_id,
+        start=start,
+        end=end,  # type: ignore[arg-type]
+        base_version=r.updated_at,
     )
+    session.add(change)
+    session.flush()
+    outbox.enqueue(
+        session,
+        "reservation.change_requested",
+        {**_event(r, ctx), "change_id": change.id, "new_start": start.isoformat(), "new_end": end.isoformat()},
+    )
+    audit.record(
+        session,
+        principal.actor,
+        "reservation.change_requested",
+        "reservation",
+        r.id,
+        after={"change_id": change.id, "start": start, "end": end},
+    )
+    return change
+
+
+def apply_change(
+    session: Session,
+    actor: audit.Actor,
+    ctx: ResourceCtx,
+    r: Reservation,
+    planner: User,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    privileged: bool,
+) -> None:
+    """Move the booking to its new times now (a direct reschedule, or an approved change)."""
+    before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
+    move(session, ctx, r, start, end, planner, now, privileged=privileged)
     r.changes += 1
     if r.series_id is not None:
         r.detached = True
@@ -575,14 +659,13 @@ def reschedule(
     outbox.enqueue(session, "reservation.changed", {**_event(r, ctx), "before": {k: str(v) for k, v in before.items()}})
     audit.record(
         session,
-        principal.actor,
+        actor,
         "reservation.reschedule",
         "reservation",
         r.id,
         before=before,
         after={"start": r.start, "end": r.end, "unit_id": r.unit_id},
     )
-    return r
 
 
 def recipients(session: Session, r: Reservation) -> list[int]:

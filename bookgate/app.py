@@ -57,6 +57,7 @@ def create_app(
                 clock.shutdown(wait=True)
 
     bms_service.register_status_policy(moderation_policy.decide)
+    bms_service.register_change_policy(moderation_policy.hold_changes)
 
     app = FastAPI(
         title="Bookgate",

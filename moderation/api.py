@@ -164,6 +164,28 @@ def decide_many(data: service.BulkDecision, principal: CurrentUser, session: Wri
     return results
 
 
+@router.get("/moderation/changes", response_model=list[service.ChangePublic])
+def list_changes(principal: CurrentUser, session: SessionDep, venue: str | None = None) -> list[service.ChangePublic]:
+    """Reschedules waiting for re-approval (venues whose policy sets reapprove_changes)."""
+    return service.list_changes(session, principal, venue)
+
+
+@router.post("/moderation/changes/{change_id}/approve", response_model=service.ChangePublic)
+def approve_change(change_id: int, principal: CurrentUser, session: WriteSessionDep) -> service.ChangePublic:
+    body = service.approve_change(session, principal, change_id)
+    session.commit()
+    return body
+
+
+@router.post("/moderation/changes/{change_id}/reject", response_model=service.ChangePublic)
+def reject_change(
+    change_id: int, data: service.ChangeRejection, principal: CurrentUser, session: WriteSessionDep
+) -> service.ChangePublic:
+    body = service.reject_change(session, principal, change_id, data)
+    session.commit()
+    return body
+
+
 @router.get("/moderation/{reservation_id}", response_model=service.QueueItem)
 def get_request(reservation_id: int, principal: CurrentUser, session: SessionDep) -> service.QueueItem:
     return service.get_item(session, principal, reservation_id)

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
+from bms.models import Reservation
 from bms.rules import EffectiveRules
 from bms.service import Draft, holding_overlaps, peak_places
 from bms.states import Status
 from bookgate.models import Role, RoleGrant
-from config.site import WEEKDAYS, parse_time_range
+from config.site import WEEKDAYS, Moderation, parse_time_range
 from moderation.models import ModerationPolicy
 
 
@@ -33,6 +34,11 @@ class Conditions(BaseModel):
     max_minutes: int | None = Field(default=None, ge=5, description="at most this long")
     max_days_ahead: int | None = Field(default=None, ge=0, description="starting at most this many days ahead")
     residents_only: bool = Field(default=False, description="the requester is a resident of the site")
+    reapprove_changes: bool = Field(
+        default=False,
+        description="on manual/rules resources, a resident's reschedule of a confirmed booking waits for a "
+        "manager while the booking keeps its original slot",
+    )
 
     @field_validator("opening_hours")
     @classmethod
@@ -115,3 +121,11 @@ def decide(session: Session, draft: Draft, now: datetime) -> tuple[Status, str]:
         if not slot_has_room(session, ctx, draft.start, draft.end, draft.places):
             return Status.pending, "waiting for a manager: the slot is taken"
     return Status.confirmed, AUTO_REASON
+
+
+def hold_changes(session: Session, ctx: ResourceCtx, r: Reservation) -> bool:
+    """The change policy registered with bms: re-approval, where the venue asks for it."""
+    if ctx.rules.moderation not in (Moderation.manual, Moderation.rules):
+        return False
+    cond, _ = conditions_for(session, ctx)
+    return cond.reapprove_changes

@@ -17,10 +17,11 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx, load_resource_by_id, manages
-from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, Resource, ResourceUnit
+from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.service import (
     ReservationPublic,
     announce_status,
+    apply_change,
     holding_overlaps,
     peak_places,
     place,
@@ -601,3 +602,122 @@ def get_item(session: Session, principal: Principal, reservation_id: int, now: d
     r, _ = load_request(session, principal, reservation_id)
     ids = {r.planner_id, *recipients(session, r)}
     return _item(session, r, histories(session, ids, now), now)
+
+
+# ---------------------------------------------------------------- re-approval of changes
+
+
+class ChangeRejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="shown to the requester")
+
+
+class ChangePublic(BaseModel):
+    id: int
+    status: str
+    start: datetime
+    end: datetime
+    requested_by: int
+    requested_at: datetime
+    reason: str | None
+    reservation: ReservationPublic
+
+
+def change_public(session: Session, change: ReservationChange) -> ChangePublic:
+    r = session.get(Reservation, change.reservation_id)
+    return ChangePublic(
+        id=change.id,  # type: ignore[arg-type]
+        status=change.status,
+        start=change.start,
+        end=change.end,
+        requested_by=change.requested_by,
+        requested_at=change.created_at,
+        reason=change.reason,
+        reservation=public(session, r),  # type: ignore[arg-type]
+    )
+
+
+def list_changes(session: Session, principal: Principal, venue: str | None = None) -> list[ChangePublic]:
+    """Pending reschedules of the caller's venues, oldest first."""
+    require_moderator(principal)
+    stmt = (
+        select(ReservationChange)
+        .join(Reservation, col(Reservation.id) == ReservationChange.reservation_id)
+        .join(Resource, col(Resource.id) == Reservation.resource_id)
+        .join(Venue, col(Venue.id) == Resource.venue_id)
+        .where(ReservationChange.status == "pending")
+        .order_by(ReservationChange.created_at, ReservationChange.id)
+    )
+    if not principal.admin:
+        stmt = stmt.where(col(Venue.id).in_(list(principal.managed_venues)))
+    if venue:
+        stmt = stmt.where(Venue.key == venue)
+    return [change_public(session, c) for c in session.exec(stmt).all()]
+
+
+def _load_change(
+    session: Session, principal: Principal, change_id: int
+) -> tuple[ReservationChange, Reservation, ResourceCtx]:
+    change = session.get(ReservationChange, change_id)
+    if change is None:
+        raise NotFound("change_not_found", f"no change request {change_id} in your venues")
+    try:
+        r, ctx = load_request(session, principal, change.reservation_id, lock=True)
+    except NotFound:
+        raise NotFound("change_not_found", f"no change request {change_id} in your venues") from None
+    if not is_sqlite(session):
+        session.refresh(change, with_for_update=True)
+    if change.status != "pending":
+        raise Conflict("already_decided", f"this change request is {change.status}", status_now=change.status)
+    return change, r, ctx
+
+
+def approve_change(session: Session, principal: Principal, change_id: int, now: datetime | None = None) -> ChangePublic:
+    """Move the booking to the requested times (409 slot_taken if they are gone meanwhile)."""
+    now = now or utcnow()
+    change, r, ctx = _load_change(session, principal, change_id)
+    if r.status != Status.confirmed or r.updated_at != change.base_version:
+        change.status, change.decided_at, change.reason = "void", now, "the booking changed since the request"
+        session.add(change)
+        session.commit()
+        raise Conflict("changed_meanwhile", "the booking changed since this request; the request is void")
+    planner = session.get(User, r.planner_id)
+    apply_change(session, principal.actor, ctx, r, planner, change.start, change.end, now, privileged=True)  # type: ignore[arg-type]
+    change.status, change.decided_at = "approved", now
+    session.add(change)
+    audit.record(session, principal.actor, "moderation.approve_change", "reservation", r.id, change_id=change.id)
+    session.flush()
+    return change_public(session, change)
+
+
+def reject_change(
+    session: Session, principal: Principal, change_id: int, data: ChangeRejection, now: datetime | None = None
+) -> ChangePublic:
+    """The booking keeps its original slot; the requester is told why."""
+    now = now or utcnow()
+    change, r, ctx = _load_change(session, principal, change_id)
+    change.status, change.decided_at, change.reason = "rejected", now, data.reason.strip()
+    session.add(change)
+    session.flush()
+    outbox.enqueue(
+        session,
+        "reservation.change_rejected",
+        {
+            "reservation_id": r.id,
+            "resource": ctx.resource.key,
+            "change_id": change.id,
+            "reason": change.reason,
+            "recipients": recipients(session, r),
+            "decided_by": principal.actor.label,
+        },
+    )
+    audit.record(
+        session,
+        principal.actor,
+        "moderation.reject_change",
+        "reservation",
+        r.id,
+        change_id=change.id,
+        reason=change.reason,
+    )
+    return change_public(session, change)
