@@ -35,9 +35,14 @@ class SitePublic(BaseModel):
 
 
 @router.get("/sites", response_model=list[SitePublic])
-def list_sites(_user: CurrentUser, session: SessionDep) -> list[SitePublic]:
+def list_sites(principal: CurrentUser, session: SessionDep) -> list[SitePublic]:
+    """The sites the caller belongs to (as resident, reception or manager of one of its venues)."""
     sites = session.exec(select(Site).order_by(Site.key)).all()
     venues = session.exec(select(Venue).order_by(Venue.key)).all()
+    if not principal.admin:
+        mine = principal.resident_sites | principal.reception_sites
+        mine |= {v.site_id for v in venues if v.id in principal.managed_venues}
+        sites = [s for s in sites if s.id in mine]
     return [
         SitePublic(
             key=s.key,

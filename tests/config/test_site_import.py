@@ -169,3 +169,13 @@ def test_field_errors_name_their_path(mutate, expected):
     with pytest.raises(SiteFileError) as info:
         parse_site_document(data)
     assert any(e.startswith(expected) for e in info.value.errors), info.value.errors
+
+
+def test_sites_list_shows_only_the_callers_sites(client, make_user, example_site):
+    from tests.conftest import login
+
+    outsider, pw = make_user(name="Outsider")
+    assert client.get("/api/v1/sites", headers=login(client, outsider.email, pw)).json() == []
+    manager, pw = make_user({"role": "venue_manager", "venue": "garage"})
+    sites = client.get("/api/v1/sites", headers=login(client, manager.email, pw)).json()
+    assert [s["key"] for s in sites] == ["les-tilleuls"]
