@@ -3,12 +3,13 @@ access never imports the booking side."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Integer
+from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from bookgate.db import JSONText
+from bookgate.db import JSONText, UTCDateTime, utcnow
 
 
 class Controller(SQLModel, table=True):
@@ -45,9 +46,46 @@ class DoorResource(SQLModel, table=True):
 
     __tablename__ = "door_resource"
 
-    door_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), primary_key=True)
-    )
+    door_id: int = Field(sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), primary_key=True))
     resource_id: int = Field(
         sa_column=Column(Integer, ForeignKey("resource.id", ondelete="CASCADE"), primary_key=True, index=True)
     )
+
+
+class Credential(SQLModel, table=True):
+    """What a person presents at a door: a badge UID, a PIN, a BLE key id, a key-cabinet slot, a QR."""
+
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    kind: str = Field(max_length=10)
+    value: str = Field(max_length=128, description="card UID, PIN, BLE key id, cabinet slot")
+    label: str = Field(default="", max_length=100)
+    valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AccessWindow(SQLModel, table=True):
+    """Who may enter a resource's doors when, as told by the booking side (or, later, visits).
+
+    Access never reads reservations: bms writes these rows in the transaction of the change."""
+
+    __tablename__ = "access_window"
+    __table_args__ = (
+        Index("ix_access_window_source", "source_type", "source_id"),
+        Index("ix_access_window_resource_end", "resource_id", "end"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_type: str = Field(max_length=20)
+    source_id: int
+    resource_id: int = Field(sa_column=Column(Integer, ForeignKey("resource.id", ondelete="CASCADE"), nullable=False))
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False))
+    mode: str = Field(max_length=20)
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)

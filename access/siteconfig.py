@@ -15,19 +15,33 @@ def apply_site(
     controller_ids: dict[str, int] = {}
     for ctl in site.controllers:
         row = upsert(
-            session, Controller, ctl.key,
-            {"site_id": site_id, "name": ctl.name, "driver": ctl.driver, "settings": dict(ctl.settings),
-             "active": True},
+            session,
+            Controller,
+            ctl.key,
+            {
+                "site_id": site_id,
+                "name": ctl.name,
+                "driver": ctl.driver,
+                "settings": dict(ctl.settings),
+                "active": True,
+            },
             report,
         )
         controller_ids[ctl.key] = row.id  # type: ignore[assignment]
     for door in site.doors:
         row = upsert(
-            session, Door, door.key,
+            session,
+            Door,
+            door.key,
             {
-                "site_id": site_id, "name": door.name, "kind": door.kind,
-                "controller_id": controller_ids[door.controller], "output": door.output,
-                "slots": door.slots, "shared": door.shared, "active": True,
+                "site_id": site_id,
+                "name": door.name,
+                "kind": door.kind,
+                "controller_id": controller_ids[door.controller],
+                "output": door.output,
+                "slots": door.slots,
+                "shared": door.shared,
+                "active": True,
             },
             report,
         )

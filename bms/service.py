@@ -20,6 +20,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from access.windows import set_windows
 from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
 from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.states import ACTIVE, HOLDING, Status, check_transition
@@ -466,6 +467,7 @@ def insert(
     for uid in draft.beneficiaries:
         session.add(ReservationBeneficiary(reservation_id=r.id, user_id=uid))  # type: ignore[arg-type]
     session.flush()
+    sync_access(session, r, ctx)
     kind = "reservation.confirmed" if r.status == Status.confirmed else "reservation.requested"
     outbox.enqueue(session, kind, _event(r, ctx))
     audit.record(
@@ -562,6 +564,7 @@ def move(
     r.access_start, r.access_end = ctx.rules.access_window(start, end)
     r.updated_at = now
     place(session, ctx, r, prefer_unit=r.unit_id)
+    sync_access(session, r, ctx)
 
 
 def reschedule(
@@ -686,6 +689,25 @@ def transition(r: Reservation, target: Status, reason: str | None, now: datetime
     return before
 
 
+def sync_access(session: Session, r: Reservation, ctx: ResourceCtx) -> None:
+    """Tell access who may enter for this booking: its beneficiaries (else its planner) during
+    restrict..release while it holds its slot; nobody once it does not."""
+    bens = session.exec(
+        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
+    ).all()
+    set_windows(
+        session,
+        "reservation",
+        r.id,
+        r.resource_id,
+        list(bens) or [r.planner_id],  # type: ignore[arg-type]
+        r.access_start,
+        r.access_end,
+        ctx.rules.access.mode.value,
+        active=r.status in HOLDING,
+    )
+
+
 def announce_status(
     session: Session,
     actor: audit.Actor,
@@ -696,7 +718,8 @@ def announce_status(
     action: str | None = None,
     **extra: Any,
 ) -> None:
-    """The outbox message (to the planner and beneficiaries) and the audit row of a status change."""
+    """The access windows, outbox message (to the planner and beneficiaries) and audit row of a status change."""
+    sync_access(session, r, ctx)
     outbox.enqueue(
         session,
         f"reservation.{r.status}",

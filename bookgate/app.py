@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
+from access import api as access_api
 from bms import api as bms_api
 from bms import service as bms_service
 from bookgate import __version__, migrate
@@ -97,5 +98,6 @@ def create_app(
     app.include_router(site_routes.router)
     app.include_router(bms_api.router)
     app.include_router(moderation_api.router)
+    app.include_router(access_api.router)
     app.include_router(portal_router)
     return app

@@ -1,0 +1,269 @@
+"""Doors and credentials: who may manage them, and the grants a door should hold."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import column, table
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from access.desired import Cred, DesiredState, Window, desired_state
+from access.models import AccessWindow, Controller, Credential, Door, DoorResource
+from bookgate import audit
+from bookgate.auth import Principal
+from bookgate.db import utcnow
+from bookgate.errors import Conflict, Forbidden, Invalid, NotFound
+from bookgate.models import Role, RoleGrant, User, Venue
+
+CredentialKind = Literal["badge", "pin", "ble", "key", "qr"]
+
+
+# ---------------------------------------------------------------- doors
+
+
+class DoorPublic(BaseModel):
+    key: str
+    name: str
+    kind: str
+    controller: str
+    output: int
+    shared: bool
+    resources: list[int]
+
+
+def _resources_by_door(session: Session, door_ids: list[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = defaultdict(list)
+    for link in session.exec(select(DoorResource).where(col(DoorResource.door_id).in_(door_ids))).all():
+        out[link.door_id].append(link.resource_id)
+    return out
+
+
+# The booking side's resource table, read by name: access never imports bms.
+_resource = table("resource", column("id"), column("venue_id"))
+
+
+def _venue_of_resources(session: Session, resource_ids: set[int]) -> dict[int, int]:
+    if not resource_ids:
+        return {}
+    rows = session.execute(
+        sa_select(_resource.c.id, _resource.c.venue_id).where(_resource.c.id.in_(sorted(resource_ids)))
+    ).all()
+    return {rid: vid for rid, vid in rows}
+
+
+def visible_doors(session: Session, principal: Principal) -> list[Door]:
+    """Admins: all; reception: their sites' doors; managers: doors serving their venues' resources."""
+    doors = list(session.exec(select(Door).where(Door.active).order_by(Door.key)).all())
+    if principal.admin:
+        return doors
+    links = _resources_by_door(session, [d.id for d in doors])  # type: ignore[misc]
+    venue_of = _venue_of_resources(session, {r for rs in links.values() for r in rs})
+    return [
+        d
+        for d in doors
+        if d.site_id in principal.reception_sites
+        or any(venue_of.get(r) in principal.managed_venues for r in links.get(d.id, []))  # type: ignore[arg-type]
+    ]
+
+
+def door_public(session: Session, doors: list[Door]) -> list[DoorPublic]:
+    links = _resources_by_door(session, [d.id for d in doors])  # type: ignore[misc]
+    ctl = {c.id: c.key for c in session.exec(select(Controller)).all()}
+    return [
+        DoorPublic(
+            key=d.key,
+            name=d.name,
+            kind=d.kind,
+            controller=ctl[d.controller_id],
+            output=d.output,
+            shared=d.shared,
+            resources=sorted(links.get(d.id, [])),
+        )  # type: ignore[arg-type]
+        for d in doors
+    ]
+
+
+def get_door(session: Session, principal: Principal, key: str) -> Door:
+    for d in visible_doors(session, principal):
+        if d.key == key:
+            return d
+    raise NotFound("door_not_found", f"no door {key!r}")
+
+
+def state_for_doors(session: Session, door_ids: list[int], since: datetime) -> DesiredState:
+    """The desired state of some doors from every window that has not ended by `since`."""
+    links = list(session.exec(select(DoorResource).where(col(DoorResource.door_id).in_(door_ids))).all())
+    doors_of: dict[int, list[int]] = defaultdict(list)
+    for link in links:
+        doors_of[link.resource_id].append(link.door_id)
+    windows = session.exec(
+        select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), AccessWindow.end > since)
+    ).all()
+    users = {w.user_id for w in windows}
+    creds = session.exec(
+        select(Credential).where(col(Credential.user_id).in_(users), col(Credential.revoked_at).is_(None))
+    ).all()
+    return desired_state(
+        [Window(w.user_id, w.resource_id, w.start, w.end, w.mode, f"{w.source_type}:{w.source_id}") for w in windows],
+        doors_of,
+        [Cred(c.id, c.user_id, c.kind, c.value, c.valid_from, c.valid_until) for c in creds],  # type: ignore[arg-type]
+    )
+
+
+class GrantPublic(BaseModel):
+    credential_id: int
+    user_id: int
+    kind: str
+    valid_from: datetime
+    valid_until: datetime
+    modes: list[str]
+    sources: list[str]
+
+
+class DoorGrants(BaseModel):
+    door: str
+    grants: list[GrantPublic]
+    hold_open: list[dict]
+
+
+def door_grants(session: Session, door: Door, now: datetime | None = None) -> DoorGrants:
+    now = now or utcnow()
+    state = state_for_doors(session, [door.id], now)  # type: ignore[list-item]
+    creds = {c.id: c for c in session.exec(select(Credential)).all()} if state.grants else {}
+    return DoorGrants(
+        door=door.key,
+        grants=[
+            GrantPublic(
+                credential_id=g.credential_id,
+                user_id=creds[g.credential_id].user_id,
+                kind=creds[g.credential_id].kind,
+                valid_from=g.valid_from,
+                valid_until=g.valid_until,
+                modes=sorted(g.modes),
+                sources=sorted(g.sources),
+            )
+            for g in state.grants
+            if g.valid_until > now
+        ],
+        hold_open=[
+            {"start": h.start, "end": h.end, "sources": sorted(h.sources)} for h in state.hold_open if h.end > now
+        ],
+    )
+
+
+# ---------------------------------------------------------------- credentials
+
+
+class CredentialCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: CredentialKind
+    value: str = Field(min_length=1, max_length=128)
+    label: str = Field(default="", max_length=100)
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CredentialCreate:
+        if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        if self.kind == "badge" and not all(ch in "0123456789abcdefABCDEF" for ch in self.value):
+            raise ValueError("a badge value is the card UID in hexadecimal")
+        if self.kind == "pin" and not (self.value.isdigit() and 4 <= len(self.value) <= 8):
+            raise ValueError("a PIN is 4 to 8 digits")
+        return self
+
+
+class CredentialPublic(BaseModel):
+    id: int
+    user_id: int
+    kind: str
+    value: str = Field(description="PINs are masked")
+    label: str
+    valid_from: datetime | None
+    valid_until: datetime | None
+    revoked_at: datetime | None
+
+
+def credential_public(c: Credential) -> CredentialPublic:
+    value = "****" if c.kind == "pin" else c.value
+    return CredentialPublic(
+        id=c.id,
+        user_id=c.user_id,
+        kind=c.kind,
+        value=value,
+        label=c.label,  # type: ignore[arg-type]
+        valid_from=c.valid_from,
+        valid_until=c.valid_until,
+        revoked_at=c.revoked_at,
+    )
+
+
+def require_credential_manager(session: Session, principal: Principal, user_id: int) -> User:
+    """Admins, or managers of a venue on a site where the person lives."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user_not_found", f"no user {user_id}")
+    if principal.admin:
+        return user
+    if not principal.managed_venues:
+        raise Forbidden("forbidden_role", "credentials are managed by admins and venue managers")
+    sites = {v.site_id for v in session.exec(select(Venue).where(col(Venue.id).in_(principal.managed_venues))).all()}
+    lives = session.exec(
+        select(RoleGrant.id).where(
+            RoleGrant.user_id == user_id, RoleGrant.role == Role.resident.value, col(RoleGrant.site_id).in_(sites)
+        )
+    ).first()
+    if lives is None:
+        raise NotFound("user_not_found", f"no user {user_id} on your sites")
+    return user
+
+
+def add_credential(session: Session, principal: Principal, user_id: int, data: CredentialCreate) -> Credential:
+    require_credential_manager(session, principal, user_id)
+    value = data.value.upper() if data.kind == "badge" else data.value
+    cred = Credential(
+        user_id=user_id,
+        kind=data.kind,
+        value=value,
+        label=data.label,
+        valid_from=data.valid_from,
+        valid_until=data.valid_until,
+    )
+    try:
+        with session.begin_nested():
+            session.add(cred)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("credential_taken", f"this {data.kind} is already registered", field="value") from None
+    audit.record(
+        session,
+        principal.actor,
+        "credential.add",
+        "credential",
+        cred.id,
+        after={"user_id": user_id, "kind": data.kind, "label": data.label},
+    )
+    return cred
+
+
+def revoke_credential(session: Session, principal: Principal, user_id: int, credential_id: int) -> Credential:
+    require_credential_manager(session, principal, user_id)
+    cred = session.get(Credential, credential_id)
+    if cred is None or cred.user_id != user_id:
+        raise NotFound("credential_not_found", f"no credential {credential_id} for user {user_id}")
+    if cred.revoked_at is not None:
+        raise Invalid("already_revoked", "this credential is already revoked", status=409)
+    cred.revoked_at = utcnow()
+    session.add(cred)
+    audit.record(session, principal.actor, "credential.revoke", "credential", cred.id, user_id=user_id)
+    return cred
+
+
+def list_credentials(session: Session, principal: Principal, user_id: int) -> list[Credential]:
+    require_credential_manager(session, principal, user_id)
+    return list(session.exec(select(Credential).where(Credential.user_id == user_id).order_by(Credential.id)).all())

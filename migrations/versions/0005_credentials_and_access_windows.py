@@ -1,0 +1,68 @@
+"""credentials and access windows
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-23 11:12:53.457360
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import bookgate.db
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "credential",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("value", sa.String(length=128), nullable=False),
+        sa.Column("label", sa.String(length=100), nullable=False),
+        sa.Column("valid_from", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("valid_until", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("kind", "value"),
+    )
+    with op.batch_alter_table("credential", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_credential_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "access_window",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("source_type", sa.String(length=20), nullable=False),
+        sa.Column("source_id", sa.Integer(), nullable=False),
+        sa.Column("resource_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("mode", sa.String(length=20), nullable=False),
+        sa.Column("start", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("end", bookgate.db.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("access_window", schema=None) as batch_op:
+        batch_op.create_index("ix_access_window_resource_end", ["resource_id", "end"], unique=False)
+        batch_op.create_index("ix_access_window_source", ["source_type", "source_id"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("access_window", schema=None) as batch_op:
+        batch_op.drop_index("ix_access_window_source")
+        batch_op.drop_index("ix_access_window_resource_end")
+
+    op.drop_table("access_window")
+    with op.batch_alter_table("credential", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_credential_user_id"))
+
+    op.drop_table("credential")
