@@ -544,6 +544,15 @@ def _check_change_allowed(r: Reservation, ctx: ResourceCtx, privileged: bool, no
         raise Conflict("too_many_changes", f"at most {ctx.rules.max_changes} changes", limit=ctx.rules.max_changes)
 
 
+def set_times(r: Reservation, ctx: ResourceCtx, start: datetime, end: datetime, now: datetime) -> None:
+    """New times and what derives from them: the buffered block and the access window."""
+    r.start, r.end = start, end
+    r.block_start, r.block_end = start, end + ctx.rules.buffer
+    r.long_span = r.block_end - r.block_start > LONG_SPAN
+    r.access_start, r.access_end = ctx.rules.access_window(start, end)
+    r.updated_at = now
+
+
 def move(
     session: Session,
     ctx: ResourceCtx,
@@ -558,11 +567,7 @@ def move(
     """Put an existing booking on new times (same resource), keeping its unit if it is free."""
     ctx.rules.check_times(start, end, now, privileged=privileged)
     check_quotas(session, ctx, planner, start, end, now, exclude_id=r.id)
-    r.start, r.end = start, end
-    r.block_start, r.block_end = start, end + ctx.rules.buffer
-    r.long_span = r.block_end - r.block_start > LONG_SPAN
-    r.access_start, r.access_end = ctx.rules.access_window(start, end)
-    r.updated_at = now
+    set_times(r, ctx, start, end, now)
     place(session, ctx, r, prefer_unit=r.unit_id)
     sync_access(session, r, ctx)
 

@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx, load_resource_by_id, manages
-from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
+from bms.models import Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.service import (
     ReservationPublic,
     announce_status,
@@ -28,6 +28,7 @@ from bms.service import (
     public,
     recipients,
     set_status,
+    set_times,
     transition,
 )
 from bms.states import ACTIVE, HOLDING, Status
@@ -439,10 +440,7 @@ def accept(session: Session, principal: Principal, proposal_id: int, now: dateti
     if p.start <= now:
         raise Conflict("proposal_expired", "the proposed time has already begun")
     before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
-    r.start, r.end = p.start, p.end
-    r.block_start, r.block_end = p.start, p.end + ctx.rules.buffer
-    r.long_span = r.block_end - r.block_start > LONG_SPAN
-    r.access_start, r.access_end = ctx.rules.access_window(p.start, p.end)
+    set_times(r, ctx, p.start, p.end, now)
     _confirm(
         session,
         principal.actor,
