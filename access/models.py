@@ -89,3 +89,33 @@ class AccessWindow(SQLModel, table=True):
     mode: str = Field(max_length=20)
     start: datetime = Field(sa_type=UTCDateTime)
     end: datetime = Field(sa_type=UTCDateTime)
+
+
+class Transition(SQLModel, table=True):
+    """A durable wake-up: at `due_at`, bring (door, credential) on its controller to the desired state.
+
+    The row says *when* to look, never *what* to send: the dispatcher computes the command from
+    the desired state at that moment, so a late or repeated transition still ends right."""
+
+    __table_args__ = (
+        Index("ix_transition_due", "status", "due_at"),
+        Index("ix_transition_source", "source"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    controller_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("controller.id", ondelete="CASCADE"), nullable=False)
+    )
+    door_id: int = Field(sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), nullable=False))
+    credential_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("credential.id", ondelete="CASCADE"), nullable=True)
+    )
+    action: str = Field(max_length=10, description="grant, revoke, open, close: what the due time is for")
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    source: str = Field(max_length=40, description="e.g. reservation:42")
+    status: str = Field(default="pending", max_length=10)
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=40)
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=500)

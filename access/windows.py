@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlmodel import Session, delete, select
 
 from access.models import AccessWindow
+from access.transitions import plan_source
 
 
 def set_windows(
@@ -48,6 +49,7 @@ def set_windows(
             )
         )
     session.flush()
+    plan_source(session, source_type, source_id)
 
 
 def clear_windows(session: Session, source_type: str, source_id: int) -> None:

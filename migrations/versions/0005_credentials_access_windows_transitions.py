@@ -1,8 +1,8 @@
-"""credentials and access windows
+"""credentials, access windows, transitions
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-23 11:12:53.457360
+Create Date: 2026-11-23 11:23:58.858441
 """
 
 from __future__ import annotations
@@ -55,8 +55,37 @@ def upgrade() -> None:
         batch_op.create_index("ix_access_window_resource_end", ["resource_id", "end"], unique=False)
         batch_op.create_index("ix_access_window_source", ["source_type", "source_id"], unique=False)
 
+    op.create_table(
+        "transition",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("controller_id", sa.Integer(), nullable=False),
+        sa.Column("door_id", sa.Integer(), nullable=False),
+        sa.Column("credential_id", sa.Integer(), nullable=True),
+        sa.Column("action", sa.String(length=10), nullable=False),
+        sa.Column("due_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("source", sa.String(length=40), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("claimed_by", sa.String(length=40), nullable=True),
+        sa.Column("claimed_until", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("done_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.ForeignKeyConstraint(["controller_id"], ["controller.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["credential_id"], ["credential.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["door_id"], ["door.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("transition", schema=None) as batch_op:
+        batch_op.create_index("ix_transition_due", ["status", "due_at"], unique=False)
+        batch_op.create_index("ix_transition_source", ["source"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("transition", schema=None) as batch_op:
+        batch_op.drop_index("ix_transition_source")
+        batch_op.drop_index("ix_transition_due")
+
+    op.drop_table("transition")
     with op.batch_alter_table("access_window", schema=None) as batch_op:
         batch_op.drop_index("ix_access_window_source")
         batch_op.drop_index("ix_access_window_resource_end")

@@ -1,0 +1,97 @@
+"""Transitions: when each door must change, written with the access windows that cause them.
+
+For a badge window the grant is due `PRELOAD` ahead of the window (controllers that keep
+validity windows enforce it themselves, so a network cut at the start locks nobody out) and
+the revoke at its end; for a `free` window the door opens at the start and closes at the end.
+Rewriting a source replaces its pending rows; rows already done stay as history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, delete, select
+
+from access.models import AccessWindow, Credential, Door, DoorResource, Transition
+from bookgate.db import utcnow
+
+PRELOAD = timedelta(hours=24)
+
+
+def plan_source(session: Session, source_type: str, source_id: int, now: datetime | None = None) -> int:
+    """Replace the pending transitions of one source by those its current windows need."""
+    now = now or utcnow()
+    source = f"{source_type}:{source_id}"
+    session.exec(delete(Transition).where(Transition.source == source, Transition.status == "pending"))  # type: ignore[call-overload]
+    windows = session.exec(
+        select(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)
+    ).all()
+    if not windows:
+        # Whatever was granted for this source must go: one revoke per credential, due now.
+        return _revoke_done(session, source, now)
+    resource_ids = {w.resource_id for w in windows}
+    doors = session.exec(
+        select(Door)
+        .join(DoorResource, col(DoorResource.door_id) == Door.id)
+        .where(col(DoorResource.resource_id).in_(resource_ids), Door.active)
+    ).all()
+    links = session.exec(select(DoorResource).where(col(DoorResource.resource_id).in_(resource_ids))).all()
+    doors_by_id = {d.id: d for d in doors}
+    creds = session.exec(
+        select(Credential).where(
+            col(Credential.user_id).in_({w.user_id for w in windows}), col(Credential.revoked_at).is_(None)
+        )
+    ).all()
+    rows = []
+    for w in windows:
+        for link in links:
+            door = doors_by_id.get(link.door_id)
+            if door is None or link.resource_id != w.resource_id:
+                continue
+            if w.mode == "free":
+                rows += [(door, None, "open", w.start), (door, None, "close", w.end)]
+                continue
+            for c in creds:
+                if c.user_id == w.user_id:
+                    rows += [(door, c.id, "grant", max(now, w.start - PRELOAD)), (door, c.id, "revoke", w.end)]
+    for door, cred_id, action, due in rows:
+        session.add(
+            Transition(
+                controller_id=door.controller_id,
+                door_id=door.id,
+                credential_id=cred_id,  # type: ignore[arg-type]
+                action=action,
+                due_at=due,
+                source=source,
+            )
+        )
+    # A changed window may have left an earlier grant behind: settle it now, the state decides.
+    _revoke_done(session, source, now)
+    session.flush()
+    return len(rows)
+
+
+def _revoke_done(session: Session, source: str, now: datetime) -> int:
+    done = session.exec(
+        select(Transition).where(
+            Transition.source == source, Transition.status == "done", col(Transition.action).in_(["grant", "open"])
+        )
+    ).all()
+    seen = set()
+    for t in done:
+        key = (t.door_id, t.credential_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        session.add(
+            Transition(
+                controller_id=t.controller_id,
+                door_id=t.door_id,
+                credential_id=t.credential_id,
+                action="revoke" if t.credential_id else "close",
+                due_at=now,
+                source=source,
+            )
+        )
+    session.flush()
+    return len(seen)

@@ -1,0 +1,172 @@
+"""Transitions written with the booking, and the dispatcher that settles them (both databases)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from datetime import timedelta
+
+import pytest
+from sqlmodel import func, select
+
+from access.models import Controller, Door, Transition
+from access.protocol import CommandResult, Grant, Revoke
+from access.transitions import PRELOAD
+from bookgate.db import make_engine, read_session, write_session
+from schedules.dispatch import dispatch_once
+from tests.bms.conftest import local
+from tests.conftest import login
+
+pytestmark = pytest.mark.usefixtures("example_site")
+
+
+@pytest.fixture
+def booked(client, make_user):
+    """Alice books court-1 in three days for Bob, whose badge is B0B0."""
+    admin_user, apw = make_user({"role": "admin"})
+    alice, pw = make_user({"role": "resident", "site": "les-tilleuls"}, name="Alice")
+    bob, _ = make_user({"role": "resident", "site": "les-tilleuls"}, name="Bob")
+    admin = login(client, admin_user.email, apw)
+    client.post(f"/api/v1/users/{bob.id}/credentials", json={"kind": "badge", "value": "b0b0"}, headers=admin)
+    headers = login(client, alice.email, pw)
+    start = local(3, 18)
+    r = client.post(
+        "/api/v1/reservations",
+        headers=headers,
+        json={
+            "resource": "court-1",
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=1)).isoformat(),
+            "beneficiaries": [bob.id],
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json(), headers
+
+
+def _rows(engine):
+    with read_session(engine) as s:
+        return list(s.exec(select(Transition).order_by(Transition.due_at, Transition.id)).all())
+
+
+class Recorder:
+    def __init__(self, ok: bool = True) -> None:
+        self.sent: list = []
+        self.ok = ok
+
+    def __call__(self, key, command):
+        self.sent.append((key, command))
+        return CommandResult(command.command_id, self.ok, "" if self.ok else "no answer")
+
+
+def test_booking_writes_its_transitions_and_cancelling_rewrites_them(client, engine, booked):
+    res, headers = booked
+    from datetime import datetime
+
+    a_start, a_end = datetime.fromisoformat(res["access_start"]), datetime.fromisoformat(res["access_end"])
+    rows = _rows(engine)
+    assert [(t.action, t.due_at, t.status) for t in rows] == [
+        ("grant", a_start - PRELOAD, "pending"),
+        ("revoke", a_end, "pending"),
+    ]
+    with read_session(engine) as s:
+        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
+        ctl = s.exec(select(Controller).where(Controller.key == "courts-ctl")).one()
+    assert {(t.door_id, t.controller_id, t.source) for t in rows} == {(gate.id, ctl.id, f"reservation:{res['id']}")}
+    client.post(f"/api/v1/reservations/{res['id']}/cancel", json={}, headers=headers)
+    assert _rows(engine) == []  # nothing was sent yet, so nothing needs undoing
+
+
+def test_dispatch_grants_ahead_then_revokes_and_late_grants_become_revokes(client, engine, booked):
+    res, headers = booked
+    from datetime import datetime
+
+    a_start, a_end = datetime.fromisoformat(res["access_start"]), datetime.fromisoformat(res["access_end"])
+    send = Recorder()
+    assert dispatch_once(engine, send, now=a_start - PRELOAD - timedelta(minutes=1)) == 0  # nothing due yet
+    assert dispatch_once(engine, send, now=a_start - timedelta(hours=1)) == 1
+    key, grant = send.sent[-1]
+    assert key == "courts-ctl" and isinstance(grant, Grant)
+    assert (grant.credential_uid, grant.valid_from, grant.valid_until) == ("B0B0", a_start, a_end)
+    assert dispatch_once(engine, send, now=a_end + timedelta(seconds=1)) == 1
+    assert isinstance(send.sent[-1][1], Revoke) and send.sent[-1][1].credential_uid == "B0B0"
+    assert {t.status for t in _rows(engine)} == {"done"}
+
+    # Cancelling after the grant went out settles the badge at once. Bob's first booking still uses
+    # the same gate, so the settled state is that booking's window, not a bare revoke.
+    start2 = local(4, 18)
+    r2 = client.post(
+        "/api/v1/reservations",
+        headers=headers,
+        json={
+            "resource": "court-2",
+            "start": start2.isoformat(),
+            "end": (start2 + timedelta(hours=1)).isoformat(),
+            "beneficiaries": res["beneficiaries"],
+        },
+    ).json()
+    dispatch_once(engine, send, now=datetime.fromisoformat(r2["access_start"]) - timedelta(hours=1))
+    client.post(f"/api/v1/reservations/{r2['id']}/cancel", json={}, headers=headers)
+    late = Recorder()
+    dispatch_once(engine, late)
+    assert [type(c).__name__ for _, c in late.sent] == ["Grant"]
+    assert (late.sent[0][1].valid_from, late.sent[0][1].valid_until) == (a_start, a_end)
+
+
+def test_a_gateway_down_through_the_window_ends_revoked(engine, booked):
+    res, _ = booked
+    from datetime import datetime
+
+    send = Recorder()
+    dispatch_once(engine, send, now=datetime.fromisoformat(res["access_end"]) + timedelta(hours=1))
+    # Both transitions were overdue: the state decides, and the window is over.
+    assert [type(c).__name__ for _, c in send.sent] == ["Revoke", "Revoke"]
+
+
+def test_failures_retry_with_backoff_and_give_up(engine, booked):
+    res, _ = booked
+    from datetime import datetime
+
+    at = datetime.fromisoformat(res["access_start"]) - timedelta(hours=1)
+    down = Recorder(ok=False)
+    assert dispatch_once(engine, down, now=at) == 0
+    grant = next(t for t in _rows(engine) if t.action == "grant")
+    assert grant.status == "pending" and grant.attempts == 1 and grant.due_at > at and grant.last_error
+    for i in range(10):
+        dispatch_once(engine, down, now=at + timedelta(minutes=10 * (i + 1)))
+    grant = next(t for t in _rows(engine) if t.action == "grant")
+    assert grant.status == "failed" and grant.attempts == 6
+
+
+def _worker(url: str, out: mp.Queue) -> None:
+    engine = make_engine(url)
+    out.put(dispatch_once(engine, lambda k, c: CommandResult(c.command_id, True), limit=100))
+    engine.dispose()
+
+
+def test_two_dispatchers_share_5000_due_transitions(engine, booked):
+    from bookgate.db import utcnow
+
+    with read_session(engine) as s:
+        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
+    with write_session(engine) as s:
+        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
+        due = utcnow() - timedelta(seconds=1)
+        for i in range(5000):
+            s.add(
+                Transition(
+                    controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=due, source=f"bench:{i}"
+                )
+            )
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+    procs = [ctx.Process(target=_worker, args=(url, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    counts = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert sum(counts) == 5000
+    with read_session(engine) as s:
+        assert s.exec(select(func.count()).select_from(Transition).where(Transition.status == "done")).one() == 5000
+        assert s.exec(select(func.max(Transition.attempts))).one() == 1  # nobody claimed a row twice
