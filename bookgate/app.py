@@ -15,6 +15,7 @@ from access import api as access_api
 from bms import api as bms_api
 from bms import service as bms_service
 from bookgate import __version__, migrate
+from bookgate.controllers import start_esprfid
 from bookgate.db import make_engine
 from bookgate.errors import install_error_handlers
 from bookgate.portal import router as portal_router
@@ -50,12 +51,24 @@ def create_app(
         # full passes, which otherwise add tens of milliseconds to the slowest requests.
         gc.collect()
         gc.freeze()
-        clock = start_clock(engine, expiry_every_seconds=settings.expiry_every_seconds) if settings.scheduler else None
+        host = start_esprfid(engine, settings.mqtt_url) if settings.scheduler and settings.mqtt_url else None
+        clock = (
+            start_clock(
+                engine,
+                expiry_every_seconds=settings.expiry_every_seconds,
+                send=host.send if host else None,
+                dispatch_every_seconds=settings.dispatch_every_seconds,
+            )
+            if settings.scheduler
+            else None
+        )
         try:
             yield
         finally:
             if clock is not None:
                 clock.shutdown(wait=True)
+            if host is not None:
+                host.stop()
 
     bms_service.register_status_policy(moderation_policy.decide)
     bms_service.register_change_policy(moderation_policy.hold_changes)

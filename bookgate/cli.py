@@ -51,12 +51,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print("\nDemo site 'Résidence Les Tilleuls' is ready. Accounts (passwords are new at each start):")
     for role, email, password in accounts:
         print(f"  {role:<14} {email:<32} {password}")
-    _start_demo_controllers(settings)
+    url = _start_demo_controllers(settings)
     print()
-    return cmd_serve(args, settings)
+    # The server's dispatcher pushes grants to the simulated controllers through this broker.
+    return cmd_serve(args, settings.model_copy(update={"mqtt_url": url}) if url else settings)
 
 
-def _start_demo_controllers(settings: Settings) -> None:
+def _start_demo_controllers(settings: Settings) -> str | None:
     """The demo's MQTT side: an embedded broker (unless one is configured) and a simulated
     esp-rfid controller for each of the site's esp-rfid controllers, on background threads."""
     import asyncio
@@ -73,10 +74,10 @@ def _start_demo_controllers(settings: Settings) -> None:
             url = start_embedded_broker(host="127.0.0.1", port=0).url
         except OSError as exc:
             print(f"  (no embedded MQTT broker: {exc}; controllers are not simulated)")
-            return
+            return None
         print(f"  embedded MQTT broker   {url}")
     topics = [
-        str(c.settings["topic"])
+        f"{c.settings['topic']}@{c.settings['doorip']}"
         for site in load_site_file(example_path()).sites
         for c in site.controllers
         if c.driver == "esprfid"
@@ -87,7 +88,8 @@ def _start_demo_controllers(settings: Settings) -> None:
         daemon=True,
     )
     thread.start()
-    print(f"  simulated esp-rfid controllers: {', '.join(topics)}")
+    print(f"  simulated esp-rfid controllers: {', '.join(t.split('@')[0] for t in topics)}")
+    return url
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "amqtt", "transitions"):
+    for noisy in ("alembic", "amqtt", "transitions", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = get_settings()

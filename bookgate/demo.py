@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from access.models import Credential
 from bookgate import auth
 from bookgate.audit import SYSTEM
 from bookgate.db import write_session
@@ -28,6 +29,7 @@ class DemoAccount:
     name: str
     unit: str | None
     roles: tuple[auth.RoleIn, ...]
+    badge: str | None = None
 
 
 ACCOUNTS = (
@@ -39,8 +41,8 @@ ACCOUNTS = (
         tuple(auth.RoleIn(role="venue_manager", venue=v) for v in ("sports", "common-rooms", "garage")),
     ),
     DemoAccount(f"reception@{DOMAIN}", "Rita Reception", None, (auth.RoleIn(role="reception", site=SITE),)),
-    DemoAccount(f"alice@{DOMAIN}", "Alice Martin", "A-12", (auth.RoleIn(role="resident", site=SITE),)),
-    DemoAccount(f"bob@{DOMAIN}", "Bob Durand", "B-03", (auth.RoleIn(role="resident", site=SITE),)),
+    DemoAccount(f"alice@{DOMAIN}", "Alice Martin", "A-12", (auth.RoleIn(role="resident", site=SITE),), "04A1B2C3D4"),
+    DemoAccount(f"bob@{DOMAIN}", "Bob Durand", "B-03", (auth.RoleIn(role="resident", site=SITE),), "04B0B0B0B0"),
 )
 
 
@@ -68,4 +70,11 @@ def prepare(engine: Engine) -> list[tuple[str, str, str]]:
                     auth.UserUpdate(password=password, is_active=True, roles=list(acct.roles)),
                 )
             out.append((acct.roles[0].role.value, acct.email, password))
+            user = s.exec(select(User).where(User.email == acct.email)).one()
+            if (
+                acct.badge
+                and s.exec(select(Credential).where(Credential.kind == "badge", Credential.value == acct.badge)).first()
+                is None
+            ):
+                s.add(Credential(user_id=user.id, kind="badge", value=acct.badge, label="demo badge"))  # type: ignore[arg-type]
     return out

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
 
     scheduler: bool = Field(default=True, description="run the periodic jobs (expiries...) in this process")
     expiry_every_seconds: int = Field(default=60, ge=1)
+    dispatch_every_seconds: float = Field(default=1.0, gt=0, description="how often due transitions are sent")
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)

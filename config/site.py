@@ -191,6 +191,9 @@ class VenueConfig(Strict):
 
 class EsprfidSettings(Strict):
     topic: str = Field(min_length=1, max_length=120, pattern=r"^[^#+\s]+$")
+    doorip: str = Field(
+        pattern=r"^\d{1,3}(\.\d{1,3}){3}$", description="the device's IP: esp-rfid checks it in commands"
+    )
     mqtt_username: str | None = None
 
 

@@ -9,6 +9,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from bookgate.db import utcnow
+from schedules.dispatch import Send, dispatch_once
 from schedules.expiry import expire_pending
 
 log = logging.getLogger("bookgate.schedules")
@@ -24,8 +25,29 @@ def _expire(engine: Engine) -> None:
         log.info("expired %d pending request(s)", n)
 
 
-def start_clock(engine: Engine, *, expiry_every_seconds: int = 60) -> BackgroundScheduler:
+def _dispatch(engine: Engine, send: Send) -> None:
+    try:
+        dispatch_once(engine, send)
+    except Exception:
+        log.exception("dispatching due transitions failed; the next run retries")
+
+
+def start_clock(
+    engine: Engine, *, expiry_every_seconds: int = 60, send: Send | None = None, dispatch_every_seconds: float = 1.0
+) -> BackgroundScheduler:
+    """Periodic jobs; with a driver's `send`, the dispatcher too (due rows are read from the DB)."""
     scheduler = BackgroundScheduler(timezone="UTC")
+    if send is not None:
+        scheduler.add_job(
+            _dispatch,
+            "interval",
+            seconds=dispatch_every_seconds,
+            args=[engine, send],
+            id="dispatch",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
     scheduler.add_job(
         _expire,
         "interval",
