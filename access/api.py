@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from sqlmodel import select
 
 from access import service
+from access.models import Controller
+from access.supervision import ControllerPublic
 from bookgate.deps import CurrentUser, SessionDep, WriteSessionDep
+from bookgate.errors import Forbidden
+from bookgate.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -49,3 +54,14 @@ def revoke_credential(
     cred = service.revoke_credential(session, principal, user_id, credential_id)
     session.commit()
     return service.credential_public(cred)
+
+
+@router.get("/controllers", response_model=list[ControllerPublic])
+def list_controllers(principal: CurrentUser, session: SessionDep) -> list[ControllerPublic]:
+    """Live state: online, offline, degraded (a failed re-sync or command), with last seen and last sync."""
+    if not principal.has_any(Role.venue_manager, Role.reception):
+        raise Forbidden("forbidden_role", "controllers are shown to admins, managers and reception")
+    doors = service.visible_doors(session, principal)
+    ids = {d.controller_id for d in doors}
+    rows = session.exec(select(Controller).where(Controller.active).order_by(Controller.key)).all()
+    return [ControllerPublic.model_validate(c, from_attributes=True) for c in rows if principal.admin or c.id in ids]

@@ -22,6 +22,9 @@ class Controller(SQLModel, table=True):
     driver: str = Field(max_length=20)
     settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
     active: bool = True
+    state: str = Field(default="unknown", max_length=10, description="online, offline, degraded, unknown")
+    last_seen: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_sync: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Door(SQLModel, table=True):

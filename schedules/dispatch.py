@@ -21,6 +21,8 @@ from sqlmodel import col, select, update
 from access.models import Controller, Credential, Door, Transition
 from access.protocol import Command, CommandResult, Grant, Revoke
 from access.service import state_for_doors
+from bookgate import audit
+from bookgate.audit import SYSTEM
 from bookgate.db import read_session, utcnow, write_session
 from bookgate.models import User
 
@@ -96,6 +98,19 @@ def _finish(engine: Engine, due: Due, worker: str, ok: bool, detail: str, now: d
         values |= {"due_at": now + timedelta(seconds=min(300, 2**due.attempts)), "last_error": detail[:500]}
     with write_session(engine) as s:
         s.exec(update(Transition).where(Transition.id == due.id, Transition.claimed_by == worker).values(**values))
+        if values.get("status") == "failed":
+            # The alert: the controller is degraded (shown by /api/v1/controllers) and it is audited.
+            s.exec(update(Controller).where(Controller.key == due.controller_key).values(state="degraded"))
+            audit.record(
+                s,
+                SYSTEM,
+                "controller.degraded",
+                "controller",
+                due.controller_key,
+                transition_id=due.id,
+                attempts=due.attempts,
+                error=detail[:200],
+            )
 
 
 def dispatch_once(

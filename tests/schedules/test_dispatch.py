@@ -11,6 +11,7 @@ from sqlmodel import func, select
 from access.models import Controller, Door, Transition
 from access.protocol import CommandResult, Grant, Revoke
 from access.transitions import PRELOAD
+from bookgate.audit import AuditEntry
 from bookgate.db import make_engine, read_session, write_session
 from schedules.dispatch import dispatch_once
 from tests.bms.conftest import local
@@ -135,6 +136,10 @@ def test_failures_retry_with_backoff_and_give_up(engine, booked):
         dispatch_once(engine, down, now=at + timedelta(minutes=10 * (i + 1)))
     grant = next(t for t in _rows(engine) if t.action == "grant")
     assert grant.status == "failed" and grant.attempts == 6
+    with read_session(engine) as s:
+        assert s.exec(select(Controller).where(Controller.key == "courts-ctl")).one().state == "degraded"
+        alert = s.exec(select(AuditEntry).where(AuditEntry.action == "controller.degraded")).one()
+    assert alert.object_id == "courts-ctl"
 
 
 def _worker(url: str, out: mp.Queue) -> None:

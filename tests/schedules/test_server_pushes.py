@@ -79,3 +79,52 @@ def test_server_pushes_grants_and_revokes(engine, make_user, tmp_path, mqtt_url,
             assert _wait(lambda: "A1A1" not in device.users), "the revoke never reached the controller"
     finally:
         fleet.stop()
+
+
+def test_rebooted_controller_is_resynced_and_state_is_live(engine, make_user, tmp_path, mqtt_url, topic_prefix):  # noqa: F811
+    doc = yaml.safe_load(example_path().read_text())
+    courts = next(c for c in doc["sites"][0]["controllers"] if c["key"] == "courts-ctl")
+    courts["settings"]["topic"] = f"{topic_prefix}/courts"
+    apply_site_file(engine, parse_site_document(doc), SYSTEM)
+    fleet = SimulatorFleet(
+        MqttSettings.from_url(mqtt_url),
+        [DeviceConfig(f"{topic_prefix}/courts", courts["settings"]["doorip"], "courts", heartbeat_interval=0.5)],
+    )
+    fleet.start()
+    assert fleet.wait_ready(10)
+    device = fleet[f"{topic_prefix}/courts"]
+    settings = Settings(
+        var_dir=tmp_path / "var", scheduler=True, mqtt_url=mqtt_url, dispatch_every_seconds=0.3, _env_file=None
+    )
+    admin_user, apw = make_user({"role": "admin"})
+    alice, pw = make_user({"role": "resident", "site": "les-tilleuls"})
+    try:
+        with TestClient(create_app(settings, engine=engine, migrate_on_start=False)) as client:
+            admin = login(client, admin_user.email, apw)
+            client.patch("/api/v1/resources/court-1/rules", json={"opening_hours": ALL_DAY}, headers=admin)
+            client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "a2a2"}, headers=admin)
+            start = (utcnow() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+            r = client.post(
+                "/api/v1/reservations",
+                headers=login(client, alice.email, pw),
+                json={
+                    "resource": "court-1",
+                    "start": start.isoformat(),
+                    "end": (start + timedelta(hours=1)).isoformat(),
+                },
+            )
+            assert r.status_code == 201, r.text
+            assert _wait(lambda: "A2A2" in device.users)
+            # The device loses its memory (a replacement unit) and boots: the gateway re-syncs it in full.
+            device.users.clear()
+            device.reboot()
+            assert _wait(lambda: "A2A2" in device.users), "no re-sync after the reboot"
+
+            def state() -> dict:
+                rows = client.get("/api/v1/controllers", headers=admin).json()
+                return next(c for c in rows if c["key"] == "courts-ctl")
+
+            assert _wait(lambda: state()["state"] == "online" and state()["last_sync"] is not None)
+            assert client.get("/api/v1/controllers", headers=login(client, alice.email, pw)).status_code == 403
+    finally:
+        fleet.stop()
