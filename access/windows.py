@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, delete, select
+from sqlmodel import Session, select
 
 from access.models import AccessWindow
 from access.transitions import plan_source
@@ -51,8 +51,3 @@ def set_windows(
     session.flush()
     plan_source(session, source_type, source_id)
 
-
-def clear_windows(session: Session, source_type: str, source_id: int) -> None:
-    session.exec(
-        delete(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)  # type: ignore[call-overload]
-    )

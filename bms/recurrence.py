@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrulestr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from bms import service
 from bms.context import ResourceCtx, load_resource_by_id, manages
@@ -392,6 +392,3 @@ def _parse_key(key: str) -> datetime:
             "bad_occurrence", "from_occurrence is an occurrence_key like 2026-12-01T19:00:00", field="from_occurrence"
         ) from None
 
-
-def occurrences_of(session: Session, series_id: int) -> list[Reservation]:
-    return list(session.exec(select(Reservation).where(col(Reservation.series_id) == series_id)).all())
