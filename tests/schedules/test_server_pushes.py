@@ -1,11 +1,15 @@
-"""The running server pushes a booking's grant to its esp-rfid controller by itself (and takes it
-back on cancellation): the scheduler's dispatcher, the driver, a real broker, a simulated device."""
+"""The running server pushes a booking's grant to its esp-rfid controller by itself, takes it back
+on cancellation, and re-syncs a controller that reboots: the scheduler's dispatcher, the driver,
+a real broker (Mosquitto) and a simulated device."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
@@ -16,7 +20,7 @@ from bookgate.provision import apply_site_file
 from config import Settings
 from config.site import example_path, parse_site_document
 from drivers.esprfid import MqttSettings
-from drivers.esprfid.simulator import DeviceConfig, SimulatorFleet
+from drivers.esprfid.simulator import DeviceConfig, SimulatedController, SimulatorFleet
 from tests.conftest import login
 from tests.drivers.conftest import mqtt_url, topic_prefix  # noqa: F401 - fixtures reused
 
@@ -32,56 +36,31 @@ def _wait(predicate, timeout: float = 15.0) -> bool:
     return False
 
 
-def test_server_pushes_grants_and_revokes(engine, make_user, tmp_path, mqtt_url, topic_prefix):  # noqa: F811
-    doc = yaml.safe_load(example_path().read_text())
-    courts = next(c for c in doc["sites"][0]["controllers"] if c["key"] == "courts-ctl")
-    courts["settings"]["topic"] = f"{topic_prefix}/courts"
-    apply_site_file(engine, parse_site_document(doc), SYSTEM)
-    fleet = SimulatorFleet(
-        MqttSettings.from_url(mqtt_url),
-        [DeviceConfig(f"{topic_prefix}/courts", courts["settings"]["doorip"], "courts")],
-    )
-    fleet.start()
-    assert fleet.wait_ready(10)
-    device = fleet[f"{topic_prefix}/courts"]
-    settings = Settings(
-        var_dir=tmp_path / "var", scheduler=True, mqtt_url=mqtt_url, dispatch_every_seconds=0.3, _env_file=None
-    )
-    admin_user, apw = make_user({"role": "admin"})
-    alice, pw = make_user({"role": "resident", "site": "les-tilleuls"})
-    try:
-        with TestClient(create_app(settings, engine=engine, migrate_on_start=False)) as client:
-            admin = login(client, admin_user.email, apw)
-            assert (
-                client.patch(
-                    "/api/v1/resources/court-1/rules", json={"opening_hours": ALL_DAY}, headers=admin
-                ).status_code
-                == 200
-            )
-            client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "a1a1"}, headers=admin)
-            start = (utcnow() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
-            r = client.post(
-                "/api/v1/reservations",
-                headers=login(client, alice.email, pw),
-                json={
-                    "resource": "court-1",
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(hours=1)).isoformat(),
-                },
-            )
-            assert r.status_code == 201, r.text
-            assert _wait(lambda: "A1A1" in device.users), "the grant never reached the controller"
-            a_start = datetime.fromisoformat(r.json()["access_start"])
-            assert device.users["A1A1"].validsince == int(a_start.timestamp())
-            client.post(
-                f"/api/v1/reservations/{r.json()['id']}/cancel", json={}, headers=login(client, alice.email, pw)
-            )
-            assert _wait(lambda: "A1A1" not in device.users), "the revoke never reached the controller"
-    finally:
-        fleet.stop()
+@dataclass
+class Site:
+    client: TestClient
+    device: SimulatedController
+    admin: dict[str, str]
+    alice: dict[str, str]
+
+    def book_court(self, badge: str) -> dict:
+        """Alice, holding `badge`, books court-1 two hours from now (so its grant is due at once)."""
+        me = self.client.get("/api/v1/users/me", headers=self.alice).json()
+        self.client.post(
+            f"/api/v1/users/{me['id']}/credentials", json={"kind": "badge", "value": badge}, headers=self.admin
+        )
+        start = (utcnow() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+        r = self.client.post(
+            "/api/v1/reservations",
+            headers=self.alice,
+            json={"resource": "court-1", "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
 
 
-def test_rebooted_controller_is_resynced_and_state_is_live(engine, make_user, tmp_path, mqtt_url, topic_prefix):  # noqa: F811
+@pytest.fixture
+def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:  # noqa: F811
     doc = yaml.safe_load(example_path().read_text())
     courts = next(c for c in doc["sites"][0]["controllers"] if c["key"] == "courts-ctl")
     courts["settings"]["topic"] = f"{topic_prefix}/courts"
@@ -92,7 +71,6 @@ def test_rebooted_controller_is_resynced_and_state_is_live(engine, make_user, tm
     )
     fleet.start()
     assert fleet.wait_ready(10)
-    device = fleet[f"{topic_prefix}/courts"]
     settings = Settings(
         var_dir=tmp_path / "var", scheduler=True, mqtt_url=mqtt_url, dispatch_every_seconds=0.3, _env_file=None
     )
@@ -101,30 +79,33 @@ def test_rebooted_controller_is_resynced_and_state_is_live(engine, make_user, tm
     try:
         with TestClient(create_app(settings, engine=engine, migrate_on_start=False)) as client:
             admin = login(client, admin_user.email, apw)
-            client.patch("/api/v1/resources/court-1/rules", json={"opening_hours": ALL_DAY}, headers=admin)
-            client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "a2a2"}, headers=admin)
-            start = (utcnow() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
-            r = client.post(
-                "/api/v1/reservations",
-                headers=login(client, alice.email, pw),
-                json={
-                    "resource": "court-1",
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(hours=1)).isoformat(),
-                },
-            )
-            assert r.status_code == 201, r.text
-            assert _wait(lambda: "A2A2" in device.users)
-            # The device loses its memory (a replacement unit) and boots: the gateway re-syncs it in full.
-            device.users.clear()
-            device.reboot()
-            assert _wait(lambda: "A2A2" in device.users), "no re-sync after the reboot"
-
-            def state() -> dict:
-                rows = client.get("/api/v1/controllers", headers=admin).json()
-                return next(c for c in rows if c["key"] == "courts-ctl")
-
-            assert _wait(lambda: state()["state"] == "online" and state()["last_sync"] is not None)
-            assert client.get("/api/v1/controllers", headers=login(client, alice.email, pw)).status_code == 403
+            r = client.patch("/api/v1/resources/court-1/rules", json={"opening_hours": ALL_DAY}, headers=admin)
+            assert r.status_code == 200
+            yield Site(client, fleet[f"{topic_prefix}/courts"], admin, login(client, alice.email, pw))
     finally:
         fleet.stop()
+
+
+def test_server_pushes_grants_and_revokes(site):
+    res = site.book_court("a1a1")
+    assert _wait(lambda: "A1A1" in site.device.users), "the grant never reached the controller"
+    a_start = datetime.fromisoformat(res["access_start"])
+    assert site.device.users["A1A1"].validsince == int(a_start.timestamp())
+    site.client.post(f"/api/v1/reservations/{res['id']}/cancel", json={}, headers=site.alice)
+    assert _wait(lambda: "A1A1" not in site.device.users), "the revoke never reached the controller"
+
+
+def test_rebooted_controller_is_resynced_and_state_is_live(site):
+    site.book_court("a2a2")
+    assert _wait(lambda: "A2A2" in site.device.users)
+    # The device loses its memory (a replacement unit) and boots: the gateway re-syncs it in full.
+    site.device.users.clear()
+    site.device.reboot()
+    assert _wait(lambda: "A2A2" in site.device.users), "no re-sync after the reboot"
+
+    def courts() -> dict:
+        rows = site.client.get("/api/v1/controllers", headers=site.admin).json()
+        return next(c for c in rows if c["key"] == "courts-ctl")
+
+    assert _wait(lambda: courts()["state"] == "online" and courts()["last_sync"] is not None)
+    assert site.client.get("/api/v1/controllers", headers=site.alice).status_code == 403
