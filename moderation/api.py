@@ -8,13 +8,14 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
 
 from bms.context import ResourceCtx, can_see, load_resource, load_resource_by_id, manages
 from bms.service import ReservationPublic, public
 from bookgate import audit
 from bookgate.auth import Principal
-from bookgate.db import utcnow
-from bookgate.deps import CurrentUser, SessionDep, WriteSessionDep
+from bookgate.db import open_session, utcnow
+from bookgate.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep
 from bookgate.errors import Forbidden, NotFound
 from bookgate.models import Venue
 from moderation import documents, service
@@ -257,31 +258,51 @@ def _doc_out(session: Session, doc: VenueDocument) -> documents.DocumentPublic:
     return documents.public(doc, venue.key, res_key)  # type: ignore[union-attr]
 
 
+def _store(
+    engine: Any,
+    principal: Principal,
+    venue_key: str | None,
+    resource_key: str | None,
+    kind: documents.DocumentKind,
+    title: str,
+    filename: str,
+    declared_type: str | None,
+    data: bytes,
+) -> documents.DocumentPublic:
+    """The database part of an upload, in a worker thread and a short write transaction of its own
+    (the bytes were read first, so no write lock is held while a client sends a file)."""
+    with open_session(engine, write=True) as session:
+        ctx = _managed_resource(session, principal, resource_key) if resource_key else None
+        venue = ctx.venue if ctx else _managed_venue(session, principal, venue_key or "")
+        doc = documents.add(
+            session,
+            principal,
+            venue,
+            ctx,
+            kind=kind,
+            title=title,
+            filename=filename,
+            declared_type=declared_type,
+            data=data,
+        )
+        session.commit()
+        return documents.public(doc, venue.key, ctx.resource.key if ctx else None)
+
+
 @router.post("/moderation/venues/{venue_key}/documents", response_model=documents.DocumentPublic, status_code=201)
 async def add_venue_document(
     venue_key: str,
     request: Request,
     principal: CurrentUser,
-    session: WriteSessionDep,
+    engine: EngineDep,
     file: Annotated[UploadFile, File()],
     kind: Annotated[documents.DocumentKind, Form()] = documents.DocumentKind.house_rules,
     title: Annotated[str, Form(max_length=200)] = "",
 ) -> documents.DocumentPublic:
-    venue = _managed_venue(session, principal, venue_key)
     data = await _upload(request, file)
-    doc = documents.add(
-        session,
-        principal,
-        venue,
-        None,
-        kind=kind,
-        title=title,
-        filename=file.filename or "",
-        declared_type=file.content_type,
-        data=data,
+    return await run_in_threadpool(
+        _store, engine, principal, venue_key, None, kind, title, file.filename or "", file.content_type, data
     )
-    session.commit()
-    return documents.public(doc, venue.key, None)
 
 
 @router.post("/moderation/resources/{resource_key}/documents", response_model=documents.DocumentPublic, status_code=201)
@@ -289,26 +310,15 @@ async def add_resource_document(
     resource_key: str,
     request: Request,
     principal: CurrentUser,
-    session: WriteSessionDep,
+    engine: EngineDep,
     file: Annotated[UploadFile, File()],
     kind: Annotated[documents.DocumentKind, Form()] = documents.DocumentKind.house_rules,
     title: Annotated[str, Form(max_length=200)] = "",
 ) -> documents.DocumentPublic:
-    ctx = _managed_resource(session, principal, resource_key)
     data = await _upload(request, file)
-    doc = documents.add(
-        session,
-        principal,
-        ctx.venue,
-        ctx,
-        kind=kind,
-        title=title,
-        filename=file.filename or "",
-        declared_type=file.content_type,
-        data=data,
+    return await run_in_threadpool(
+        _store, engine, principal, None, resource_key, kind, title, file.filename or "", file.content_type, data
     )
-    session.commit()
-    return documents.public(doc, ctx.venue.key, ctx.resource.key)
 
 
 @router.get("/moderation/resources/{resource_key}/documents", response_model=list[documents.DocumentPublic])
