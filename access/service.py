@@ -134,7 +134,8 @@ class DoorGrants(BaseModel):
 def door_grants(session: Session, door: Door, now: datetime | None = None) -> DoorGrants:
     now = now or utcnow()
     state = state_for_doors(session, [door.id], now)  # type: ignore[list-item]
-    creds = {c.id: c for c in session.exec(select(Credential)).all()} if state.grants else {}
+    wanted = {g.credential_id for g in state.grants}
+    creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(wanted))).all()}
     return DoorGrants(
         door=door.key,
         grants=[
