@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlmodel import select
 
-from access import service
-from access.models import Controller
+from access import events, service
+from access.decisions import DecisionIndex
+from access.models import Controller, Door
+from access.protocol import DoorEvent
 from access.supervision import ControllerPublic
-from bookgate.deps import CurrentUser, SessionDep, WriteSessionDep
-from bookgate.errors import Forbidden
+from bookgate.db import utcnow
+from bookgate.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
+from bookgate.errors import Forbidden, NotFound
 from bookgate.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
@@ -65,3 +72,90 @@ def list_controllers(principal: CurrentUser, session: SessionDep) -> list[Contro
     ids = {d.controller_id for d in doors}
     rows = session.exec(select(Controller).where(Controller.active).order_by(Controller.key)).all()
     return [ControllerPublic.model_validate(c, from_attributes=True) for c in rows if principal.admin or c.id in ids]
+
+
+@router.get("/access/events", response_model=list[events.EventPublic])
+def list_events(
+    principal: CurrentUser,
+    session: SessionDep,
+    door: str | None = None,
+    kind: Annotated[list[events.EventKind] | None, Query()] = None,
+    user_id: int | None = None,
+    source: Annotated[str | None, Query(max_length=40, description="e.g. reservation:42")] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[events.EventPublic]:
+    """Door events, newest first, each linked to the reservation or visit that explains it.
+
+    Admins see all; managers and reception the events of the doors they see; residents their own."""
+    staff = principal.has_any(Role.venue_manager, Role.reception)
+    visible = {d.id for d in service.visible_doors(session, principal)} if staff else None
+    return events.list_events(
+        session,
+        principal,
+        visible_door_ids=visible,  # type: ignore[arg-type]
+        door=door,
+        kind=list(kind) if kind else None,
+        user_id=user_id,
+        source=source,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    door: str = Field(min_length=1, max_length=63)
+    kind: Literal["badge", "pin", "ble", "key", "qr"] = "badge"
+    value: str = Field(min_length=1, max_length=128)
+
+
+class DecisionPublic(BaseModel):
+    allowed: bool
+    reason: str
+    source: str | None
+    at: datetime
+    event_id: int | None
+
+
+@router.post("/access/decisions", response_model=DecisionPublic)
+def decide(data: DecisionRequest, request: Request, principal: AdminUser, session: WriteSessionDep) -> DecisionPublic:
+    """An online decision for a reader that asks: may this credential open this door now?
+
+    Answered from the in-memory index (kept in step with the database), logged as a door event,
+    and a granted entry checks the reservation in like any other. For controller integrations,
+    with an admin API key."""
+    index: DecisionIndex = request.app.state.decisions
+    index.refresh(session)
+    door_id = index.door_by_key(data.door)
+    row = session.get(Door, door_id) if door_id is not None else None
+    if row is None:
+        raise NotFound("door_not_found", f"no door {data.door!r}", field="door")
+    now = utcnow()
+    decision = index.decide(row.id, data.kind, data.value, now)  # type: ignore[arg-type]
+    ctl = session.get(Controller, row.controller_id)
+    event = events.record(
+        session,
+        DoorEvent(
+            ctl.key,  # type: ignore[union-attr]
+            "granted" if decision.allowed else "denied",
+            data.value,
+            row.output,
+            now,
+            {"reason": decision.reason},
+        ),
+        decided_by="gateway",
+        credential_kind=data.kind,
+    )
+    session.commit()
+    return DecisionPublic(
+        allowed=decision.allowed,
+        reason=decision.reason,
+        source=decision.source,
+        at=now,
+        event_id=event.id if event else None,
+    )

@@ -122,3 +122,45 @@ class Transition(SQLModel, table=True):
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class AccessEvent(SQLModel, table=True):
+    """Something a controller saw at a door, with what explains it (the window's source)."""
+
+    __tablename__ = "access_event"
+    __table_args__ = (
+        Index("ix_access_event_door_at", "door_id", "at"),
+        Index("ix_access_event_user_at", "user_id", "at"),
+        Index("ix_access_event_source", "source"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True, description="when the gateway received it")
+    controller_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("controller.id", ondelete="CASCADE"), nullable=False)
+    )
+    door_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("door.id", ondelete="SET NULL"), nullable=True)
+    )
+    kind: str = Field(max_length=12, description="granted, denied, forced, held_open, tamper, unknown")
+    presented: str | None = Field(default=None, max_length=128, description="the card UID the reader saw")
+    credential_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("credential.id", ondelete="SET NULL"), nullable=True)
+    )
+    user_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="SET NULL"), nullable=True)
+    )
+    source: str | None = Field(default=None, max_length=40, description="the window that explains it")
+    decided_by: str = Field(default="controller", max_length=12, description="controller or gateway (online)")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+
+
+class AccessChange(SQLModel, table=True):
+    """A change log of who-may-enter: gateway nodes replay it to keep their decision index in step."""
+
+    __tablename__ = "access_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=12, description="source or credential")
+    ref: str = Field(max_length=40, description="e.g. reservation:42, or a credential id")
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

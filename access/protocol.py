@@ -203,6 +203,7 @@ class UserList:
     controller_key: str
     uids: frozenset[str]
     at: datetime | None = None
+    windows: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # where the device keeps them
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uids", frozenset(self.uids))

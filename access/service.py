@@ -12,8 +12,10 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from access.decisions import note_credential
 from access.desired import Cred, DesiredState, Window, desired_state
 from access.models import AccessWindow, Controller, Credential, Door, DoorResource
+from access.windows import replan_user
 from bookgate import audit
 from bookgate.auth import Principal
 from bookgate.db import utcnow
@@ -241,6 +243,8 @@ def add_credential(session: Session, principal: Principal, user_id: int, data: C
             session.flush()
     except IntegrityError:
         raise Conflict("credential_taken", f"this {data.kind} is already registered", field="value") from None
+    note_credential(session, cred.id)  # type: ignore[arg-type]
+    replan_user(session, user_id, utcnow())  # a new badge joins the person's current and coming grants
     audit.record(
         session,
         principal.actor,
@@ -261,6 +265,9 @@ def revoke_credential(session: Session, principal: Principal, user_id: int, cred
         raise Invalid("already_revoked", "this credential is already revoked", status=409)
     cred.revoked_at = utcnow()
     session.add(cred)
+    session.flush()
+    note_credential(session, cred.id)  # type: ignore[arg-type]
+    replan_user(session, user_id, cred.revoked_at)  # taken off the controllers now, not at release
     audit.record(session, principal.actor, "credential.revoke", "credential", cred.id, user_id=user_id)
     return cred
 

@@ -8,8 +8,9 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
+from access.desired import DoorGrant
 from access.models import Controller, Credential, Door
-from access.protocol import FullSync, Grant
+from access.protocol import FullSync, Grant, UserList
 from access.service import state_for_doors
 from bookgate.models import User
 
@@ -37,6 +38,13 @@ def full_sync(session: Session, key: str, now: datetime) -> FullSync:
         u.id: u.name
         for u in session.exec(select(User).where(col(User.id).in_({c.user_id for c in creds.values()}))).all()
     }
+    # A card holds one window on the device: the earliest still to come or under way. Later ones
+    # follow when their transitions fall due (revoking the first re-grants the next).
+    first: dict[tuple[int, int], DoorGrant] = {}
+    for g in state.grants:
+        cred = creds[g.credential_id]
+        if g.preload and cred.kind == "badge" and g.valid_until > now:
+            first.setdefault((g.door_id, g.credential_id), g)
     grants = [
         Grant(
             f"sync-{secrets.token_hex(4)}",
@@ -46,10 +54,27 @@ def full_sync(session: Session, key: str, now: datetime) -> FullSync:
             g.valid_from,
             g.valid_until,
         )
-        for g in state.grants
-        if g.preload and creds[g.credential_id].kind == "badge" and g.valid_until > now
+        for g in first.values()
     ]
     return FullSync(f"sync-{key}-{secrets.token_hex(4)}", grants)
+
+
+def differences(desired: FullSync, held: UserList) -> dict[str, list[str]]:
+    """What a controller's read-back says against its desired state: cards missing, cards that
+    should not be there, and cards whose window differs (when the device reports windows)."""
+    want: dict[str, tuple[int, int]] = {}
+    for g in desired.grants:
+        want[g.credential_uid] = (int(g.valid_from.timestamp()), int(g.valid_until.timestamp()))
+    wrong = [
+        uid
+        for uid, (since, until) in held.windows.items()
+        if uid in want and (int(since.timestamp()), int(until.timestamp())) != want[uid]
+    ]
+    return {
+        "missing": sorted(set(want) - held.uids),
+        "extra": sorted(held.uids - set(want)),
+        "wrong_window": sorted(wrong),
+    }
 
 
 class ControllerPublic(BaseModel):

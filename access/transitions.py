@@ -16,6 +16,14 @@ from access.models import AccessWindow, Credential, Door, DoorResource, Transiti
 from bookgate.db import utcnow
 
 PRELOAD = timedelta(hours=24)
+NEXT_DUE = "bookgate.next_due"  # session.info key: the earliest due time this transaction wrote
+
+
+def _note_due(session: Session, due: datetime) -> None:
+    """Remember the earliest due time written, so the clock can wake for it once committed."""
+    current = session.info.get(NEXT_DUE)
+    if current is None or due < current:
+        session.info[NEXT_DUE] = due
 
 
 def plan_source(session: Session, source_type: str, source_id: int, now: datetime | None = None) -> int:
@@ -55,6 +63,7 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
                 if c.user_id == w.user_id:
                     rows += [(door, c.id, "grant", max(now, w.start - PRELOAD)), (door, c.id, "revoke", w.end)]
     for door, cred_id, action, due in rows:
+        _note_due(session, due)
         session.add(
             Transition(
                 controller_id=door.controller_id,
@@ -83,6 +92,7 @@ def _revoke_done(session: Session, source: str, now: datetime) -> int:
         if key in seen:
             continue
         seen.add(key)
+        _note_due(session, now)
         session.add(
             Transition(
                 controller_id=t.controller_id,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
+from access.decisions import note_source
 from access.models import AccessWindow
 from access.transitions import plan_source
 
@@ -23,19 +24,26 @@ def set_windows(
     *,
     active: bool,
 ) -> None:
-    """Replace the source's windows: one per user while active, none once it is over or cancelled."""
+    """Replace the source's windows: one per user while active, none once it is over or cancelled.
+
+    Nothing changed (a check-in, say) writes nothing: no transitions re-planned, no change logged."""
     existing = session.exec(
         select(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)
     ).all()
     wanted = set(user_ids) if active else set()
+    changed = False
     for w in existing:
         if w.user_id not in wanted:
             session.delete(w)
+            changed = True
             continue
         wanted.discard(w.user_id)
         if (w.resource_id, w.start, w.end, w.mode) != (resource_id, start, end, mode):
             w.resource_id, w.start, w.end, w.mode = resource_id, start, end, mode
             session.add(w)
+            changed = True
+    if not changed and not wanted:
+        return
     for uid in sorted(wanted):
         session.add(
             AccessWindow(
@@ -48,6 +56,18 @@ def set_windows(
                 mode=mode,
             )
         )
+    note_source(session, f"{source_type}:{source_id}")
     session.flush()
     plan_source(session, source_type, source_id)
 
+
+def replan_user(session: Session, user_id: int, now: datetime) -> int:
+    """A person's credentials changed: re-plan every source that lets them in and is not over."""
+    sources = session.exec(
+        select(AccessWindow.source_type, AccessWindow.source_id)
+        .where(AccessWindow.user_id == user_id, AccessWindow.end > now)
+        .distinct()
+    ).all()
+    for source_type, source_id in sources:
+        plan_source(session, source_type, source_id, now)
+    return len(sources)

@@ -391,4 +391,3 @@ def _parse_key(key: str) -> datetime:
         raise Invalid(
             "bad_occurrence", "from_occurrence is an occurrence_key like 2026-12-01T19:00:00", field="from_occurrence"
         ) from None
-

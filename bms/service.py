@@ -769,6 +769,30 @@ def set_status(
     announce_status(session, actor, r, ctx, before, action=action, **extra)
 
 
+def check_in_on_entry(session: Session, reservation_id: int, user_id: int, at: datetime, door: str) -> bool:
+    """The first granted entry of a beneficiary inside the window checks the booking in.
+
+    Registered with access as the entry listener for reservations (see bookgate.app). The row is
+    locked so two entries read on two gateway nodes check it in once."""
+    r = session.exec(select(Reservation).where(Reservation.id == reservation_id).with_for_update()).first()
+    if r is None or r.status != Status.confirmed.value or not (r.access_start <= at < r.access_end):
+        return False
+    ctx = load_resource_by_id(session, r.resource_id)
+    set_status(
+        session,
+        audit.SYSTEM,
+        r,
+        ctx,
+        Status.checked_in,
+        f"entered at {door}",
+        at,
+        action="reservation.check_in",
+        user_id=user_id,
+        door=door,
+    )
+    return True
+
+
 def cancel(
     session: Session,
     principal: Principal,

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from access import api as access_api
+from access import events as access_events
+from access.decisions import DecisionIndex, IndexKeeper
 from bms import api as bms_api
 from bms import service as bms_service
 from bookgate import __version__, migrate
@@ -51,17 +53,23 @@ def create_app(
         # full passes, which otherwise add tens of milliseconds to the slowest requests.
         gc.collect()
         gc.freeze()
-        host = start_esprfid(engine, settings.mqtt_url) if settings.scheduler and settings.mqtt_url else None
+        keeper = IndexKeeper(engine, decisions, settings.decisions_refresh_seconds) if settings.scheduler else None
+        if keeper is not None:
+            keeper.start()
+        host = start_esprfid(engine, settings.mqtt_url, decisions) if settings.scheduler and settings.mqtt_url else None
         clock = (
             start_clock(
                 engine,
                 expiry_every_seconds=settings.expiry_every_seconds,
-                send=host.send if host else None,
+                send_many=host.send_many if host else None,
                 dispatch_every_seconds=settings.dispatch_every_seconds,
+                reconcile=host.reconcile_all if host else None,
+                reconcile_every_seconds=settings.reconcile_every_seconds,
             )
             if settings.scheduler
             else None
         )
+        app.state.driver_host = host
         try:
             yield
         finally:
@@ -69,9 +77,13 @@ def create_app(
                 clock.shutdown(wait=True)
             if host is not None:
                 host.stop()
+            if keeper is not None:
+                keeper.stop()
 
     bms_service.register_status_policy(moderation_policy.decide)
     bms_service.register_change_policy(moderation_policy.hold_changes)
+    access_events.register_entry_listener("reservation", bms_service.check_in_on_entry)
+    decisions = DecisionIndex()
 
     app = FastAPI(
         title="Bookgate",
@@ -82,6 +94,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret_key = settings.effective_secret_key()
+    app.state.decisions = decisions
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])

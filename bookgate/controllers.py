@@ -1,7 +1,16 @@
 """Wiring the controller drivers into the server: the one place that knows drivers exist.
 
 The esp-rfid driver speaks asyncio on its own event-loop thread; the dispatcher (a scheduler
-job, synchronous) hands it commands through `send`, which waits for the acknowledgement.
+job, synchronous) hands it commands through `send`/`send_many`, which wait for the
+acknowledgements. Reports (door events, heartbeats, boots) are handled by a worker thread of ours
+so the network thread never waits on the database.
+
+Online decisions on esp-rfid. The firmware decides every presentation itself from the cards it
+stores, and a card it does not store is reported as an access event (``isKnown: false``). For a
+door whose resource is in an online mode (`authorized`), that report is the question: the gateway
+answers it from its in-memory index and, when the answer is yes, releases the door with
+``opendoor`` (relay 1, the only one the firmware can release remotely). No answer, no release: a
+lost link keeps the door shut.
 """
 
 from __future__ import annotations
@@ -9,19 +18,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from access import events
+from access.decisions import DecisionIndex
 from access.models import Controller
-from access.protocol import Availability, Booted, Command, CommandResult, ControllerUnavailable, Heartbeat
-from access.supervision import full_sync, set_state
+from access.protocol import (
+    Availability,
+    Booted,
+    Command,
+    CommandResult,
+    ControllerUnavailable,
+    DoorEvent,
+    Heartbeat,
+    ListUsers,
+    Unlock,
+    UserList,
+)
+from access.supervision import differences, full_sync, set_state
+from bookgate import audit
+from bookgate.audit import SYSTEM
 from bookgate.db import read_session, utcnow, write_session
 from drivers.esprfid import ControllerConfig, EsprfidDriver, MqttSettings
 
 log = logging.getLogger("bookgate.controllers")
+
+SEND_TIMEOUT = 600.0
 
 
 @dataclass
@@ -30,12 +58,18 @@ class DriverHost:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     engine: Engine
+    decisions: DecisionIndex | None = None
     reports: queue.Queue = field(default_factory=queue.Queue)
 
     def watch(self) -> None:
         """Reports arrive on the network thread; a worker of ours records them and re-syncs."""
-        self.driver.subscribe(self.reports.put)
+        self.driver.subscribe(self._on_report)
         threading.Thread(target=self._work, name="esprfid-supervision", daemon=True).start()
+
+    def _on_report(self, report: object) -> None:
+        if isinstance(report, DoorEvent) and self._decide_online(report):
+            return
+        self.reports.put(report)
 
     def _work(self) -> None:
         while True:
@@ -48,7 +82,11 @@ class DriverHost:
                 log.exception("handling %s failed", type(report).__name__)
 
     def _handle(self, report: object) -> None:
-        if isinstance(report, Availability):
+        if isinstance(report, tuple):  # ("online", event): a presentation the gateway decided
+            self.record_event(report[1], decided_by="gateway")
+        elif isinstance(report, DoorEvent):
+            self.record_event(report)
+        elif isinstance(report, Availability):
             with write_session(self.engine) as s:
                 set_state(s, report.controller_key, "online" if report.online else "offline", report.at)
             if report.online:
@@ -58,6 +96,66 @@ class DriverHost:
         elif isinstance(report, Heartbeat):
             with write_session(self.engine) as s:
                 set_state(s, report.controller_key, "online", report.at)
+
+    def record_event(self, report: DoorEvent, decided_by: str = "controller") -> None:
+        with write_session(self.engine) as s:
+            events.record(s, report, decided_by=decided_by)
+
+    # ------------------------------------------------------------------ online decisions
+
+    def _decide_online(self, report: DoorEvent) -> bool:
+        """A card the device does not know, at a door in an online mode: decide it here, now.
+
+        Runs on the network thread (a dict lookup); the release and the record go elsewhere."""
+        index = self.decisions
+        if index is None or report.kind != "denied" or not report.credential_uid or report.door_output is None:
+            return False
+        door = index.door_id(report.controller_key, report.door_output)
+        if door is None:
+            return False
+        decision = index.decide(door, "badge", report.credential_uid, report.at)
+        if not (decision.allowed and decision.online):
+            return False
+        command = Unlock(f"online-{secrets.token_hex(4)}", report.door_output)
+        future = asyncio.run_coroutine_threadsafe(self.driver.send(report.controller_key, command), self.loop)
+        granted = replace(report, kind="granted")
+
+        def released(done: asyncio.Future | object) -> None:
+            try:
+                ok = bool(future.result().ok)
+            except Exception as exc:
+                log.warning("online release at %s failed: %s", report.controller_key, exc)
+                ok = False
+            self.reports.put(("online", granted if ok else report))
+
+        future.add_done_callback(released)
+        return True
+
+    # ------------------------------------------------------------------ commands
+
+    def send(self, controller_key: str, command: Command) -> CommandResult:
+        return self.send_many([(controller_key, command)])[0]
+
+    def send_many(self, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]:
+        """Send concurrently (the driver keeps one command in flight per controller)."""
+
+        async def one(key: str, command: Command) -> CommandResult:
+            try:
+                return await self.driver.send(key, command)
+            except KeyError:
+                return CommandResult(command.command_id, False, f"no esp-rfid controller {key!r} configured")
+            except ControllerUnavailable as exc:
+                return CommandResult(command.command_id, False, str(exc))
+
+        async def all_of() -> list[CommandResult]:
+            return list(await asyncio.gather(*(one(k, c) for k, c in pairs)))
+
+        future = asyncio.run_coroutine_threadsafe(all_of(), self.loop)
+        try:
+            return future.result(timeout=SEND_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            return [CommandResult(c.command_id, False, "no answer in time") for _, c in pairs]
 
     def resync(self, key: str) -> bool:
         """Replace what the controller holds by its full desired state (after a reboot or reconnect)."""
@@ -70,14 +168,36 @@ class DriverHost:
             log.warning("re-sync of %s failed: %s", key, result.detail)
         return result.ok
 
-    def send(self, controller_key: str, command: Command) -> CommandResult:
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.driver.send(controller_key, command), self.loop)
-            return future.result(timeout=120)
-        except KeyError:
-            return CommandResult(command.command_id, False, f"no esp-rfid controller {controller_key!r} configured")
-        except ControllerUnavailable as exc:
-            return CommandResult(command.command_id, False, str(exc))
+    def reconcile(self, key: str) -> dict[str, list[str]] | None:
+        """Read back what the controller holds; repair it with a full sync if it differs.
+
+        Returns the differences found (empty lists when it matched), None if it could not be read."""
+        result = self.send(key, ListUsers(f"reconcile-{secrets.token_hex(4)}"))
+        if not result.ok:
+            log.warning("reconcile: %s did not list its cards: %s", key, result.detail)
+            return None
+        held: UserList = self.driver.held_users(key)
+        with read_session(self.engine) as s:
+            desired = full_sync(s, key, utcnow())
+        diff = differences(desired, held)
+        if any(diff.values()):
+            log.warning("reconcile: %s differs from its desired state: %s", key, diff)
+            ok = self.resync(key)
+            with write_session(self.engine) as s:
+                audit.record(s, SYSTEM, "controller.reconciled", "controller", key, repaired=ok, **diff)
+        return diff
+
+    def reconcile_all(self) -> int:
+        """Every online controller in turn; returns how many needed a repair."""
+        with read_session(self.engine) as s:
+            keys = [c.key for c in s.exec(select(Controller).where(Controller.active, Controller.state == "online"))]
+        repaired = 0
+        for key in keys:
+            if key not in self.driver.keys():
+                continue
+            diff = self.reconcile(key)
+            repaired += bool(diff and any(diff.values()))
+        return repaired
 
     def stop(self) -> None:
         self.reports.put(None)
@@ -86,7 +206,7 @@ class DriverHost:
         self.thread.join(timeout=10)
 
 
-def start_esprfid(engine: Engine, mqtt_url: str) -> DriverHost | None:
+def start_esprfid(engine: Engine, mqtt_url: str, decisions: DecisionIndex | None = None) -> DriverHost | None:
     """One driver for every active esp-rfid controller in the database; None if there is none."""
     with read_session(engine) as s:
         rows = s.exec(select(Controller).where(Controller.driver == "esprfid", Controller.active)).all()
@@ -101,7 +221,7 @@ def start_esprfid(engine: Engine, mqtt_url: str) -> DriverHost | None:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="esprfid-driver", daemon=True)
     thread.start()
-    host = DriverHost(driver, loop, thread, engine)
+    host = DriverHost(driver, loop, thread, engine, decisions)
     host.watch()
     driver.start()
     log.info("esp-rfid driver started for %d controller(s) on %s", len(configs), driver.settings.safe_url)

@@ -33,7 +33,15 @@ class Settings(BaseSettings):
 
     scheduler: bool = Field(default=True, description="run the periodic jobs (expiries...) in this process")
     expiry_every_seconds: int = Field(default=60, ge=1)
-    dispatch_every_seconds: float = Field(default=1.0, gt=0, description="how often due transitions are sent")
+    dispatch_every_seconds: float = Field(
+        default=1.0, gt=0, description="safety-net poll for due transitions (each due row also gets an exact wake-up)"
+    )
+    reconcile_every_seconds: int = Field(
+        default=600, ge=5, description="how often controllers' stored cards are read back and repaired"
+    )
+    decisions_refresh_seconds: float = Field(
+        default=0.25, gt=0, description="how often the online-decision index replays the change log"
+    )
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)

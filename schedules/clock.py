@@ -1,62 +1,150 @@
-"""APScheduler as the clock, never the store: periodic jobs read what to do from the database,
-so a restart loses nothing and several gateway nodes may run them side by side."""
+"""APScheduler as the clock, never the store: jobs read what to do from the database, so a
+restart loses nothing and several gateway nodes may run them side by side.
+
+The dispatcher has an exact wake-up: after each run the job's next fire time is moved to the
+earliest pending transition, and a commit in this process that writes an earlier one moves it
+again (an `after_commit` hook reads what `access.transitions` noted on the session). The interval
+under it is only the safety net for rows written by other nodes.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from collections.abc import Callable
+from datetime import datetime
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
-from bookgate.db import utcnow
-from schedules.dispatch import Send, dispatch_once
+from access.decisions import trim_changes
+from access.transitions import NEXT_DUE
+from bookgate.db import utcnow, write_session
+from schedules.dispatch import Send, SendMany, dispatch_once, next_due
 from schedules.expiry import expire_pending
+from schedules.noshow import mark_no_shows
 
 log = logging.getLogger("bookgate.schedules")
 
-
-def _expire(engine: Engine) -> None:
-    try:
-        n = expire_pending(engine, utcnow())
-    except Exception:
-        log.exception("expiring pending requests failed; the next run retries")
-        return
-    if n:
-        log.info("expired %d pending request(s)", n)
+_clocks: weakref.WeakSet[Clock] = weakref.WeakSet()
 
 
-def _dispatch(engine: Engine, send: Send) -> None:
-    try:
-        dispatch_once(engine, send)
-    except Exception:
-        log.exception("dispatching due transitions failed; the next run retries")
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    due = session.info.pop(NEXT_DUE, None)
+    if due is not None:
+        for clock in list(_clocks):
+            clock.wake(due)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(NEXT_DUE, None)
+
+
+def _guard(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            n = fn()
+        except Exception:
+            log.exception("%s failed; the next run retries", name)
+            return
+        if n:
+            log.info("%s: %s", name, n)
+
+    return run
+
+
+class Clock:
+    def __init__(self, engine: Engine, scheduler: BackgroundScheduler, dispatching: bool) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.dispatching = dispatching
+        self._lock = threading.Lock()
+
+    def wake(self, at: datetime) -> None:
+        """Run the dispatcher at `at` unless it is already due to run sooner."""
+        if not self.dispatching:
+            return
+        with self._lock:
+            try:
+                job = self.scheduler.get_job("dispatch")
+            except Exception:  # scheduler shut down
+                return
+            if job is None:
+                return
+            at = max(at, utcnow())
+            if job.next_run_time is None or at < job.next_run_time:
+                try:
+                    job.modify(next_run_time=at)
+                except JobLookupError:
+                    return
+
+    def shutdown(self, wait: bool = True) -> None:
+        _clocks.discard(self)
+        self.scheduler.shutdown(wait=wait)
 
 
 def start_clock(
-    engine: Engine, *, expiry_every_seconds: int = 60, send: Send | None = None, dispatch_every_seconds: float = 1.0
-) -> BackgroundScheduler:
-    """Periodic jobs; with a driver's `send`, the dispatcher too (due rows are read from the DB)."""
+    engine: Engine,
+    *,
+    expiry_every_seconds: int = 60,
+    send: Send | None = None,
+    send_many: SendMany | None = None,
+    dispatch_every_seconds: float = 1.0,
+    reconcile: Callable[[], object] | None = None,
+    reconcile_every_seconds: int = 600,
+) -> Clock:
+    """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too."""
     scheduler = BackgroundScheduler(timezone="UTC")
-    if send is not None:
+    dispatching = send is not None or send_many is not None
+    clock = Clock(engine, scheduler, dispatching)
+    every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    if dispatching:
+
+        def dispatch() -> None:
+            try:
+                dispatch_once(engine, send, send_many=send_many)
+                upcoming = next_due(engine)
+            except Exception:
+                log.exception("dispatching due transitions failed; the next run retries")
+                return
+            if upcoming is not None:
+                clock.wake(upcoming)  # a wake-up that fell while we ran is not lost
+
         scheduler.add_job(
-            _dispatch,
-            "interval",
-            seconds=dispatch_every_seconds,
-            args=[engine, send],
-            id="dispatch",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
+            dispatch, "interval", seconds=dispatch_every_seconds, id="dispatch", next_run_time=utcnow(), **every
         )
+        if reconcile is not None:
+            scheduler.add_job(
+                _guard("reconcile", reconcile), "interval", seconds=reconcile_every_seconds, id="reconcile", **every
+            )
+    now = utcnow
     scheduler.add_job(
-        _expire,
+        _guard("expired pending requests", lambda: expire_pending(engine, now())),
         "interval",
         seconds=expiry_every_seconds,
-        args=[engine],
         id="expire-pending",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=utcnow(),
+        next_run_time=now(),
+        **every,
     )
+    scheduler.add_job(
+        _guard("no-shows marked", lambda: mark_no_shows(engine, now())),
+        "interval",
+        seconds=expiry_every_seconds,
+        id="no-shows",
+        next_run_time=now(),
+        **every,
+    )
+
+    def trim() -> None:
+        with write_session(engine) as s:
+            trim_changes(s, now())
+
+    scheduler.add_job(_guard("access change log trimmed", trim), "interval", minutes=30, id="trim-changes", **every)
     scheduler.start()
-    return scheduler
+    _clocks.add(clock)
+    return clock

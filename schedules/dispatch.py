@@ -5,19 +5,25 @@ Several gateway nodes may run it at once: rows are claimed with a lease under
 What to send is decided at send time from the desired state, not read from the row: a grant
 that comes late after its window sends a revoke, and a revoke while another booking still
 covers the credential re-sends the grant with the merged window.
+
+A claimed batch is read in one session, rows for the same (door, credential) collapse into one
+command, and with a `send_many` the commands go out concurrently (the driver keeps one in flight
+per controller), so a burst for a thousand controllers is not a thousand round trips in a row.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, or_
-from sqlmodel import col, select, update
+from sqlalchemy import Engine, func, or_
+from sqlmodel import Session, col, select, update
 
+from access.desired import DoorGrant
 from access.models import Controller, Credential, Door, Transition
 from access.protocol import Command, CommandResult, Grant, Revoke
 from access.service import state_for_doors
@@ -32,6 +38,7 @@ MAX_ATTEMPTS = 6
 LEASE = timedelta(seconds=60)
 
 Send = Callable[[str, Command], CommandResult]
+SendMany = Callable[[Sequence[tuple[str, Command]]], list[CommandResult]]
 
 
 @dataclass(frozen=True)
@@ -44,79 +51,149 @@ class Due:
     attempts: int
 
 
+def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+    return (
+        Transition.status == "pending",
+        Transition.due_at <= now,
+        or_(col(Transition.claimed_until).is_(None), Transition.claimed_until < now),
+    )
+
+
 def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500) -> list[Due]:
     with write_session(engine) as s:
         rows = s.exec(
             select(Transition)
-            .where(
-                Transition.status == "pending",
-                Transition.due_at <= now,
-                or_(col(Transition.claimed_until).is_(None), Transition.claimed_until < now),
-            )
+            .where(*_claimable(now))
             .order_by(Transition.due_at, Transition.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        keys = {c.id: c.key for c in s.exec(select(Controller)).all()} if rows else {}
-        out = []
-        for t in rows:
-            t.claimed_by, t.claimed_until, t.attempts = worker, now + LEASE, t.attempts + 1
-            s.add(t)
-            out.append(Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts))  # type: ignore[arg-type]
-        return out
-
-
-def command_for(engine: Engine, due: Due, now: datetime) -> Command | None:
-    """The command that makes the controller match the desired state now; None if nothing to send
-    (a credential kind this controller does not store, or an open/close it cannot express)."""
-    if due.credential_id is None:
-        return None  # holding a door open is not something esp-rfid can be told; see the notes
-    with read_session(engine) as s:
-        cred = s.get(Credential, due.credential_id)
-        door = s.get(Door, due.door_id)
-        if cred is None or door is None or cred.kind != "badge":
-            return None
-        user = s.get(User, cred.user_id)
-        state = state_for_doors(s, [door.id], now)  # type: ignore[list-item]
-    command_id = f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}"
-    current = [g for g in state.grants_for(door.id) if g.credential_id == cred.id and g.preload]  # type: ignore[arg-type]
-    if cred.revoked_at is None and current:
-        g = current[0]  # the earliest window still to come or under way
-        return Grant(
-            command_id, door.output, cred.value, user.name if user else str(cred.user_id), g.valid_from, g.valid_until
+        if not rows:
+            return []
+        keys = {c.id: c.key for c in s.exec(select(Controller)).all()}
+        claimed = [
+            Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1)  # type: ignore[arg-type]
+            for t in rows
+        ]
+        s.exec(
+            update(Transition)
+            .where(col(Transition.id).in_([d.id for d in claimed]))
+            .values(claimed_by=worker, claimed_until=now + LEASE, attempts=Transition.attempts + 1)
+            .execution_options(synchronize_session=False)
         )
+        return claimed
+
+
+def next_due(engine: Engine) -> datetime | None:
+    """When the earliest pending transition falls due (the clock's next exact wake-up)."""
+    with read_session(engine) as s:
+        return s.exec(select(func.min(Transition.due_at)).where(Transition.status == "pending")).one()
+
+
+def _command(
+    due: Due, cred: Credential | None, door: Door | None, label: str, grants: list[DoorGrant]
+) -> Command | None:
+    if cred is None or door is None or cred.kind != "badge":
+        return None
+    command_id = f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}"
+    if cred.revoked_at is None and grants:
+        g = grants[0]  # the earliest window still to come or under way
+        return Grant(command_id, door.output, cred.value, label, g.valid_from, g.valid_until)
     return Revoke(command_id, door.output, cred.value)
 
 
-def _finish(engine: Engine, due: Due, worker: str, ok: bool, detail: str, now: datetime) -> None:
-    values: dict = {"claimed_until": None}
-    if ok:
-        values |= {"status": "done", "done_at": now}
-    elif due.attempts >= MAX_ATTEMPTS:
-        values |= {"status": "failed", "last_error": detail[:500]}
-    else:
-        values |= {"due_at": now + timedelta(seconds=min(300, 2**due.attempts)), "last_error": detail[:500]}
+def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[int, Command | None]:
+    """The command that makes each row's controller match the desired state now, by row id; None if
+    there is nothing to send (a credential kind this controller does not store, or an open/close
+    it cannot express: esp-rfid cannot be told to hold a door open)."""
+    cred_ids = {d.credential_id for d in batch if d.credential_id is not None}
+    if not cred_ids:
+        return {d.id: None for d in batch}
+    creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all()}
+    door_ids = {d.door_id for d in batch if d.credential_id is not None}
+    doors = {d.id: d for d in session.exec(select(Door).where(col(Door.id).in_(door_ids))).all()}
+    names = {
+        u.id: u.name
+        for u in session.exec(select(User).where(col(User.id).in_({c.user_id for c in creds.values()}))).all()
+    }
+    state = state_for_doors(session, sorted(doors), now)  # type: ignore[arg-type]
+    current: dict[tuple[int, int], list[DoorGrant]] = defaultdict(list)
+    for g in state.grants:
+        if g.preload:
+            current[(g.door_id, g.credential_id)].append(g)
+    out: dict[int, Command | None] = {}
+    for due in batch:
+        if due.credential_id is None:
+            out[due.id] = None
+            continue
+        cred = creds.get(due.credential_id)
+        label = names.get(cred.user_id, str(cred.user_id)) if cred else ""
+        out[due.id] = _command(
+            due, cred, doors.get(due.door_id), label, current.get((due.door_id, due.credential_id), [])
+        )
+    return out
+
+
+def command_for(engine: Engine, due: Due, now: datetime) -> Command | None:
+    with read_session(engine) as s:
+        return commands_for(s, [due], now)[due.id]
+
+
+def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], now: datetime) -> None:
+    done = [due.id for due, ok, _ in outcomes if ok]
     with write_session(engine) as s:
-        s.exec(update(Transition).where(Transition.id == due.id, Transition.claimed_by == worker).values(**values))
-        if values.get("status") == "failed":
-            # The alert: the controller is degraded (shown by /api/v1/controllers) and it is audited.
-            s.exec(update(Controller).where(Controller.key == due.controller_key).values(state="degraded"))
-            audit.record(
-                s,
-                SYSTEM,
-                "controller.degraded",
-                "controller",
-                due.controller_key,
-                transition_id=due.id,
-                attempts=due.attempts,
-                error=detail[:200],
+        if done:
+            s.exec(
+                update(Transition)
+                .where(col(Transition.id).in_(done), Transition.claimed_by == worker)
+                .values(status="done", done_at=now, claimed_until=None)
             )
+        for due, ok, detail in outcomes:
+            if ok:
+                continue
+            values: dict = {"claimed_until": None, "last_error": detail[:500]}
+            if due.attempts >= MAX_ATTEMPTS:
+                values["status"] = "failed"
+            else:
+                values["due_at"] = now + timedelta(seconds=min(300, 2**due.attempts))
+            s.exec(update(Transition).where(Transition.id == due.id, Transition.claimed_by == worker).values(**values))
+            if values.get("status") == "failed":
+                # The alert: the controller is degraded (shown by /api/v1/controllers) and it is audited.
+                s.exec(update(Controller).where(Controller.key == due.controller_key).values(state="degraded"))
+                audit.record(
+                    s,
+                    SYSTEM,
+                    "controller.degraded",
+                    "controller",
+                    due.controller_key,
+                    transition_id=due.id,
+                    attempts=due.attempts,
+                    error=detail[:200],
+                )
+
+
+def _send_each(send: Send, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]:
+    out = []
+    for key, command in pairs:
+        try:
+            out.append(send(key, command))
+        except Exception as exc:  # ControllerUnavailable and friends: retry later, never open anything
+            out.append(CommandResult(command.command_id, False, f"{type(exc).__name__}: {exc}"))
+    return out
 
 
 def dispatch_once(
-    engine: Engine, send: Send, *, worker: str | None = None, now: datetime | None = None, limit: int = 500
+    engine: Engine,
+    send: Send | None = None,
+    *,
+    send_many: SendMany | None = None,
+    worker: str | None = None,
+    now: datetime | None = None,
+    limit: int = 500,
 ) -> int:
     """Handle every transition due now; returns how many were settled (sent or nothing to send)."""
+    if send is None and send_many is None:
+        raise ValueError("dispatch_once needs send or send_many")
     worker = worker or "d-" + secrets.token_hex(4)
     settled = 0
     while True:
@@ -124,23 +201,28 @@ def dispatch_once(
         batch = claim_due(engine, worker, at, limit=limit)
         if not batch:
             return settled
+        with read_session(engine) as s:
+            commands = commands_for(s, batch, at)
+        # One command per (controller, door, credential): the state decides, so duplicates agree.
+        groups: dict[tuple, list[Due]] = defaultdict(list)
         for due in batch:
-            command = command_for(engine, due, at)
-            if command is None:
-                _finish(engine, due, worker, True, "nothing to send", at)
-                settled += 1
-                continue
-            try:
-                result = send(due.controller_key, command)
-            except Exception as exc:  # ControllerUnavailable and friends: retry later, never open anything
-                result = CommandResult(command.command_id, False, f"{type(exc).__name__}: {exc}")
-            _finish(engine, due, worker, result.ok, result.detail, at)
-            settled += int(result.ok)
+            key = (due.controller_key, due.door_id, due.credential_id) if commands[due.id] else ("none", due.id)
+            groups[key].append(due)
+        pairs = [(dues[0].controller_key, commands[dues[0].id]) for dues in groups.values() if commands[dues[0].id]]
+        results = (send_many(pairs) if send_many else _send_each(send, pairs)) if pairs else []  # type: ignore[arg-type]
+        by_command = {command.command_id: result for (_, command), result in zip(pairs, results, strict=True)}
+        outcomes = []
+        for dues in groups.values():
+            command = commands[dues[0].id]
+            result = by_command[command.command_id] if command else CommandResult("", True, "nothing to send")
             if not result.ok:
                 log.warning(
                     "transition %s to %s failed (attempt %s): %s",
-                    due.id,
-                    due.controller_key,
-                    due.attempts,
+                    dues[0].id,
+                    dues[0].controller_key,
+                    dues[0].attempts,
                     result.detail,
                 )
+            outcomes += [(due, result.ok, result.detail) for due in dues]
+        _finish(engine, worker, outcomes, at)
+        settled += sum(1 for _, ok, _ in outcomes if ok)

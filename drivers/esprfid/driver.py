@@ -312,7 +312,23 @@ class EsprfidDriver:
         result = await self.send(controller_key, ListUsers(command_id))
         if not result.ok:
             raise ControllerUnavailable(f"{controller_key} did not list its users: {result.detail}", controller_key)
-        return UserList(controller_key, frozenset(ctl.held), self._clock())
+        return self._user_list(ctl)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._controllers)
+
+    def held_users(self, controller_key: str) -> UserList:
+        """What the driver last read back or wrote (exact right after a ``ListUsers``)."""
+        return self._user_list(self._get(controller_key))
+
+    def _user_list(self, ctl: _Controller) -> UserList:
+        windows = {
+            uid: (codec.from_epoch(rec.validsince), codec.from_epoch(rec.validuntil))
+            for uid, rec in ctl.held.items()
+            if rec.validuntil > rec.validsince
+        }
+        return UserList(ctl.config.key, frozenset(ctl.held), self._clock(), windows)
 
     async def _dispatch(self, ctl: _Controller, command: Command) -> CommandResult:
         cid = command.command_id
@@ -336,7 +352,7 @@ class EsprfidDriver:
                 if old is not None and rec.pincode is None:
                     rec.pincode = old.pincode  # the firmware does not echo PINs
                 ctl.held[rec.uid] = rec
-            self._emit(UserList(ctl.config.key, frozenset(ctl.held), self._clock()))
+            self._emit(self._user_list(ctl))
             return CommandResult(cid, True, f"{len(records)} users", attempts)
         raise TypeError(f"unsupported command {type(command).__name__}")
 

@@ -144,7 +144,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_reservation_unit_block")
         batch_op.drop_index(batch_op.f("ix_reservation_series_id"))
         batch_op.drop_index("ix_reservation_resource_block")
-        batch_op.drop_index("ix_reservation_long", sqlite_where=sa.text("long_span"), postgresql_where=sa.text("long_span"))
+        batch_op.drop_index(
+            "ix_reservation_long", sqlite_where=sa.text("long_span"), postgresql_where=sa.text("long_span")
+        )
         batch_op.drop_index("ix_reservation_planner_status")
 
     op.drop_table("reservation")

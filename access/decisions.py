@@ -1,0 +1,287 @@
+"""Online decisions: "may this credential open this door now?", answered from memory.
+
+For `authorized` modes the gateway, not the controller, decides each presentation, so a
+revocation takes effect at the next presentation. The index holds, per credential, its owner and
+validity, and per user the windows (resource, start, end, mode, source) that have not ended; a
+decision is two dict lookups and a scan of that one user's windows. It answers exactly what
+`access.desired.may_enter` answers for the same rows (a test checks the two against each other).
+
+It is kept in step with the database through `access_change`, a log that every writer of windows
+and credentials appends to in its own transaction: `refresh` replays the log from the last id it
+saw, so every gateway node converges whoever made the change. A node that fell behind the log's
+trimming reloads in full.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, delete, select
+
+from access.desired import ONLINE
+from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource
+from bookgate.db import read_session, utcnow
+
+log = logging.getLogger("bookgate.decisions")
+
+KEEP_CHANGES = timedelta(hours=6)
+
+
+def note_source(session: Session, source: str) -> None:
+    session.add(AccessChange(kind="source", ref=source))
+
+
+def note_credential(session: Session, credential_id: int) -> None:
+    session.add(AccessChange(kind="credential", ref=str(credential_id)))
+
+
+def note_doors(session: Session) -> None:
+    session.add(AccessChange(kind="doors", ref="*"))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str  # granted, unknown_credential, credential_not_valid, no_window, unknown_door
+    credential_id: int | None = None
+    user_id: int | None = None
+    source: str | None = None
+    online: bool = False  # the allowing window's mode asks for an online decision
+
+
+@dataclass(frozen=True, slots=True)
+class _Cred:
+    id: int
+    user_id: int
+    valid_from: float | None
+    valid_until: float | None
+
+
+# (resource_id, start, end, online mode, source); times as POSIX seconds for cheap comparisons
+_Win = tuple[int, float, float, bool, str]
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+class DecisionIndex:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._creds: dict[tuple[str, str], _Cred] = {}
+        self._cred_key: dict[int, tuple[str, str]] = {}
+        self._windows: dict[int, dict[str, tuple[_Win, ...]]] = defaultdict(dict)
+        self._users_of: dict[str, set[int]] = defaultdict(set)
+        self._resources_of_door: dict[int, frozenset[int]] = {}
+        self._door_at: dict[tuple[str, int], int] = {}
+        self._door_key: dict[str, int] = {}
+        self.last_change = 0
+        self.loaded = False
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, session: Session, now: datetime | None = None) -> None:
+        """Read everything that can still matter: live credentials and windows not yet over."""
+        now = now or utcnow()
+        last = session.exec(select(func.max(AccessChange.id))).one() or 0
+        creds = session.exec(select(Credential).where(col(Credential.revoked_at).is_(None))).all()
+        windows = session.exec(select(AccessWindow).where(AccessWindow.end > now)).all()
+        with self._lock:
+            self._creds.clear()
+            self._cred_key.clear()
+            self._windows.clear()
+            self._users_of.clear()
+            for c in creds:
+                self._put_cred(c)
+            per_source: dict[str, list[AccessWindow]] = defaultdict(list)
+            for w in windows:
+                per_source[f"{w.source_type}:{w.source_id}"].append(w)
+            for source, rows in per_source.items():
+                self._put_source(source, rows)
+            self._load_doors(session)
+            self.last_change = last
+            self.loaded = True
+
+    def _load_doors(self, session: Session) -> None:
+        keys = {c.id: c.key for c in session.exec(select(Controller)).all()}
+        links: dict[int, set[int]] = defaultdict(set)
+        for link in session.exec(select(DoorResource)).all():
+            links[link.door_id].add(link.resource_id)
+        self._resources_of_door = {}
+        self._door_at = {}
+        self._door_key = {}
+        for d in session.exec(select(Door).where(Door.active)).all():
+            self._resources_of_door[d.id] = frozenset(links.get(d.id, ()))  # type: ignore[index]
+            self._door_at[(keys[d.controller_id], d.output)] = d.id  # type: ignore[assignment]
+            self._door_key[d.key] = d.id  # type: ignore[assignment]
+
+    def _put_cred(self, c: Credential) -> None:
+        old = self._cred_key.pop(c.id, None)  # type: ignore[arg-type]
+        if old is not None:
+            self._creds.pop(old, None)
+        if c.revoked_at is not None:
+            return
+        key = (c.kind, c.value)
+        self._creds[key] = _Cred(c.id, c.user_id, _ts(c.valid_from), _ts(c.valid_until))  # type: ignore[arg-type]
+        self._cred_key[c.id] = key  # type: ignore[index]
+
+    def _put_source(self, source: str, rows: list[AccessWindow]) -> None:
+        for uid in self._users_of.pop(source, ()):
+            per_user = self._windows.get(uid)
+            if per_user is not None:
+                per_user.pop(source, None)
+                if not per_user:
+                    del self._windows[uid]
+        by_user: dict[int, list[_Win]] = defaultdict(list)
+        for w in rows:
+            if w.mode == "free":
+                continue  # a held-open door grants nobody in particular
+            by_user[w.user_id].append((w.resource_id, w.start.timestamp(), w.end.timestamp(), w.mode in ONLINE, source))
+        for uid, wins in by_user.items():
+            self._windows[uid][source] = tuple(wins)
+            self._users_of[source].add(uid)
+
+    def refresh(self, session: Session, now: datetime | None = None) -> int:
+        """Replay the change log since the last call; returns how many entries were applied."""
+        if not self.loaded:
+            self.load(session, now)
+            return 0
+        changes = session.exec(
+            select(AccessChange).where(AccessChange.id > self.last_change).order_by(AccessChange.id)
+        ).all()
+        if not changes:
+            return 0
+        first = changes[0].id
+        if first is not None and first > self.last_change + 1:
+            # Ids can skip on rollback; only a trimmed log is a reason to reload everything.
+            oldest = session.exec(select(func.min(AccessChange.id))).one()
+            if oldest is not None and oldest > self.last_change + 1 and self.last_change > 0:
+                log.info("decision index fell behind the change log; reloading")
+                self.load(session, now)
+                return len(changes)
+        sources = {c.ref for c in changes if c.kind == "source"}
+        cred_ids = {int(c.ref) for c in changes if c.kind == "credential"}
+        doors = any(c.kind == "doors" for c in changes)
+        windows: dict[str, list[AccessWindow]] = defaultdict(list)
+        if sources:
+            pairs = [s.split(":", 1) for s in sources]
+            for stype in {p[0] for p in pairs}:
+                ids = [int(p[1]) for p in pairs if p[0] == stype]
+                for w in session.exec(
+                    select(AccessWindow).where(AccessWindow.source_type == stype, col(AccessWindow.source_id).in_(ids))
+                ).all():
+                    windows[f"{w.source_type}:{w.source_id}"].append(w)
+        creds = session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all() if cred_ids else []
+        with self._lock:
+            for source in sources:
+                self._put_source(source, windows.get(source, []))
+            found = set()
+            for c in creds:
+                self._put_cred(c)
+                found.add(c.id)
+            for gone in cred_ids - found:  # deleted with its user
+                key = self._cred_key.pop(gone, None)
+                if key is not None:
+                    self._creds.pop(key, None)
+            if doors:
+                self._load_doors(session)
+            self.last_change = changes[-1].id  # type: ignore[assignment]
+        return len(changes)
+
+    def drop_ended(self, now: datetime) -> int:
+        """Forget windows that are over (memory stays proportional to live grants)."""
+        t = now.timestamp()
+        dropped = 0
+        with self._lock:
+            for uid in list(self._windows):
+                per_user = self._windows[uid]
+                for source in list(per_user):
+                    if all(w[2] <= t for w in per_user[source]):
+                        del per_user[source]
+                        self._users_of[source].discard(uid)
+                        if not self._users_of[source]:
+                            del self._users_of[source]
+                        dropped += 1
+                if not per_user:
+                    del self._windows[uid]
+        return dropped
+
+    # ------------------------------------------------------------------ deciding
+
+    def door_id(self, controller_key: str, output: int) -> int | None:
+        return self._door_at.get((controller_key, output))
+
+    def door_by_key(self, key: str) -> int | None:
+        return self._door_key.get(key)
+
+    def decide(self, door_id: int, kind: str, value: str, at: datetime) -> Decision:
+        t = at.timestamp()
+        resources = self._resources_of_door.get(door_id)
+        if resources is None:
+            return Decision(False, "unknown_door")
+        cred = self._creds.get((kind, value.upper() if kind == "badge" else value))
+        if cred is None:
+            return Decision(False, "unknown_credential")
+        if (cred.valid_from is not None and t < cred.valid_from) or (
+            cred.valid_until is not None and t >= cred.valid_until
+        ):
+            return Decision(False, "credential_not_valid", cred.id, cred.user_id)
+        best: _Win | None = None
+        for wins in tuple(self._windows.get(cred.user_id, {}).values()):
+            for w in wins:
+                if w[0] in resources and w[1] <= t < w[2] and (best is None or (w[3] and not best[3])):
+                    best = w
+        if best is None:
+            return Decision(False, "no_window", cred.id, cred.user_id)
+        return Decision(True, "granted", cred.id, cred.user_id, best[4], best[3])
+
+    def size(self) -> dict[str, int]:
+        return {
+            "credentials": len(self._creds),
+            "users": len(self._windows),
+            "windows": sum(len(w) for per in self._windows.values() for w in per.values()),
+        }
+
+
+def trim_changes(session: Session, now: datetime) -> None:
+    """The log only has to outlive the slowest node's refresh; a node further behind reloads."""
+    session.exec(delete(AccessChange).where(AccessChange.at < now - KEEP_CHANGES))  # type: ignore[call-overload]
+
+
+class IndexKeeper:
+    """Keeps one node's index fresh: a thread replays the change log every `every` seconds."""
+
+    def __init__(self, engine: Engine, index: DecisionIndex, every: float = 0.25) -> None:
+        self.engine = engine
+        self.index = index
+        self.every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with read_session(self.engine) as s:
+            self.index.load(s)
+        self._thread = threading.Thread(target=self._run, name="decision-index", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self._stop.wait(self.every):
+            try:
+                with read_session(self.engine) as s:
+                    self.index.refresh(s)
+                ticks += 1
+                if ticks % 240 == 0:
+                    self.index.drop_ended(utcnow())
+            except Exception:
+                log.exception("refreshing the decision index failed; the next tick retries")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,187 @@
+"""Door events: stored, linked to the window that explains them, and listened to.
+
+An event names a controller, maybe a relay and a presented card. It is tied to the door on that
+relay, to the credential and its owner, and to the access window (hence the reservation or
+visit) that covered that person at that door at that moment. A granted entry is offered to the
+listener registered for the window's source type: bms checks a reservation in on its first one.
+Access never imports the booking side; the composition root wires the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource
+from access.protocol import DoorEvent
+from bookgate.auth import Principal
+from bookgate.errors import Invalid, NotFound
+
+log = logging.getLogger("bookgate.events")
+
+# (session, source id, user id, when, door key): called in the event's transaction.
+EntryListener = Callable[[Session, int, int, datetime, str], None]
+_entry_listeners: dict[str, EntryListener] = {}
+
+MAX_DETAIL_KEYS = 20
+
+
+def register_entry_listener(source_type: str, listener: EntryListener) -> None:
+    _entry_listeners[source_type] = listener
+
+
+def _door_for(session: Session, controller: Controller, output: int | None) -> Door | None:
+    doors = session.exec(select(Door).where(Door.controller_id == controller.id, Door.active)).all()
+    if output is not None:
+        return next((d for d in doors if d.output == output), None)
+    return doors[0] if len(doors) == 1 else None  # a tamper report names no relay
+
+
+def _credential_for(session: Session, kind: str, value: str) -> Credential | None:
+    value = value.upper() if kind == "badge" else value
+    return session.exec(select(Credential).where(Credential.kind == kind, Credential.value == value)).first()
+
+
+def explaining_window(session: Session, door_id: int, user_id: int, at: datetime) -> AccessWindow | None:
+    resources = select(DoorResource.resource_id).where(DoorResource.door_id == door_id)
+    return session.exec(
+        select(AccessWindow)
+        .where(
+            AccessWindow.user_id == user_id,
+            col(AccessWindow.resource_id).in_(resources),
+            AccessWindow.start <= at,
+            AccessWindow.end > at,
+        )
+        .order_by(AccessWindow.start, AccessWindow.id)
+    ).first()
+
+
+def _detail(raw: dict) -> dict:
+    """Keep the controller's own words, bounded (drivers already cap payload sizes)."""
+    out = {}
+    for k, v in list(raw.items())[:MAX_DETAIL_KEYS]:
+        out[str(k)[:40]] = v if isinstance(v, int | float | bool | None) else str(v)[:200]
+    return out
+
+
+def record(
+    session: Session, event: DoorEvent, *, decided_by: str = "controller", credential_kind: str = "badge"
+) -> AccessEvent | None:
+    """Store one event; returns None for a controller the database does not know."""
+    ctl = session.exec(select(Controller).where(Controller.key == event.controller_key)).first()
+    if ctl is None:
+        log.warning("door event from unknown controller %r ignored", event.controller_key)
+        return None
+    door = _door_for(session, ctl, event.door_output)
+    cred = _credential_for(session, credential_kind, event.credential_uid) if event.credential_uid else None
+    window = explaining_window(session, door.id, cred.user_id, event.at) if door and cred else None  # type: ignore[arg-type]
+    source = f"{window.source_type}:{window.source_id}" if window else None
+    row = AccessEvent(
+        at=event.at,
+        controller_id=ctl.id,  # type: ignore[arg-type]
+        door_id=door.id if door else None,
+        kind=event.kind,
+        # A card UID is an identifier; a PIN or a QR secret is never written down.
+        presented=event.credential_uid[:128]
+        if event.credential_uid and credential_kind in ("badge", "ble", "key")
+        else None,
+        credential_id=cred.id if cred else None,
+        user_id=cred.user_id if cred else None,
+        source=source,
+        decided_by=decided_by,
+        detail=_detail(event.raw),
+    )
+    session.add(row)
+    session.flush()
+    if event.kind == "granted" and window is not None and door is not None:
+        listener = _entry_listeners.get(window.source_type)
+        if listener is not None:
+            listener(session, window.source_id, window.user_id, event.at, door.key)
+    return row
+
+
+# ---------------------------------------------------------------- reading
+
+
+class EventPublic(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    controller: str
+    door: str | None
+    presented: str | None
+    credential_id: int | None
+    user_id: int | None
+    source: str | None
+    decided_by: str
+
+
+EventKind = Literal["granted", "denied", "forced", "held_open", "tamper", "unknown"]
+
+
+def list_events(
+    session: Session,
+    principal: Principal,
+    *,
+    visible_door_ids: set[int] | None,
+    door: str | None = None,
+    kind: list[str] | None = None,
+    user_id: int | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[EventPublic]:
+    """Newest first. Staff see their doors' events (`visible_door_ids`); others only their own."""
+    stmt = select(AccessEvent)
+    if visible_door_ids is None:
+        stmt = stmt.where(AccessEvent.user_id == principal.user_id)
+    elif not principal.admin:
+        stmt = stmt.where(col(AccessEvent.door_id).in_(visible_door_ids))
+    if door is not None:
+        row = session.exec(select(Door).where(Door.key == door)).first()
+        if row is None or (visible_door_ids is not None and not principal.admin and row.id not in visible_door_ids):
+            raise NotFound("door_not_found", f"no door {door!r}", field="door")
+        stmt = stmt.where(AccessEvent.door_id == row.id)
+    if kind:
+        bad = [k for k in kind if k not in EventKind.__args__]  # type: ignore[attr-defined]
+        if bad:
+            raise Invalid("bad_kind", f"unknown event kind {bad[0]!r}", field="kind")
+        stmt = stmt.where(col(AccessEvent.kind).in_(kind))
+    if user_id is not None:
+        stmt = stmt.where(AccessEvent.user_id == user_id)
+    if source is not None:
+        stmt = stmt.where(AccessEvent.source == source)
+    if since is not None:
+        stmt = stmt.where(AccessEvent.at >= since)
+    if until is not None:
+        stmt = stmt.where(AccessEvent.at < until)
+    rows = session.exec(
+        stmt.order_by(col(AccessEvent.at).desc(), col(AccessEvent.id).desc()).offset(offset).limit(limit)
+    ).all()
+    ctl = {c.id: c.key for c in session.exec(select(Controller)).all()}
+    door_ids = {r.door_id for r in rows if r.door_id}
+    doors = (
+        {d.id: d.key for d in session.exec(select(Door).where(col(Door.id).in_(door_ids))).all()} if door_ids else {}
+    )
+    return [
+        EventPublic(
+            id=r.id,  # type: ignore[arg-type]
+            at=r.at,
+            kind=r.kind,
+            controller=ctl.get(r.controller_id, "?"),
+            door=doors.get(r.door_id) if r.door_id else None,
+            presented=r.presented,
+            credential_id=r.credential_id,
+            user_id=r.user_id,
+            source=r.source,
+            decided_by=r.decided_by,
+        )
+        for r in rows
+    ]
