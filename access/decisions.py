@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, col, delete, select
 
 from access.desired import ONLINE
@@ -30,6 +30,7 @@ from bookgate.db import read_session, utcnow
 log = logging.getLogger("bookgate.decisions")
 
 KEEP_CHANGES = timedelta(hours=6)
+LATE = timedelta(seconds=30)  # how long a writer may sit between logging a change and committing it
 
 
 def note_source(session: Session, source: str) -> None:
@@ -81,6 +82,7 @@ class DecisionIndex:
         self._door_at: dict[tuple[str, int], int] = {}
         self._door_key: dict[str, int] = {}
         self.last_change = 0
+        self._recent: set[int] = set()
         self.loaded = False
 
     # ------------------------------------------------------------------ loading
@@ -147,22 +149,30 @@ class DecisionIndex:
             self._users_of[source].add(uid)
 
     def refresh(self, session: Session, now: datetime | None = None) -> int:
-        """Replay the change log since the last call; returns how many entries were applied."""
+        """Replay the change log since the last call; returns how many entries were applied.
+
+        Ids are handed out at insert but become visible at commit, so a slow transaction can
+        publish an id below one already seen: the last `LATE` seconds are re-read every time and
+        entries not applied yet are applied then."""
         if not self.loaded:
             self.load(session, now)
             return 0
-        changes = session.exec(
-            select(AccessChange).where(AccessChange.id > self.last_change).order_by(AccessChange.id)
+        horizon = (now or utcnow()) - LATE
+        rows = session.exec(
+            select(AccessChange)
+            .where(or_(AccessChange.id > self.last_change, AccessChange.at >= horizon))
+            .order_by(AccessChange.id)
         ).all()
+        changes = [c for c in rows if c.id not in self._recent]
         if not changes:
             return 0
-        first = changes[0].id
-        if first is not None and first > self.last_change + 1:
-            # Ids can skip on rollback; only a trimmed log is a reason to reload everything.
+        if self.last_change > 0 and changes[-1].id > self.last_change + 1:  # type: ignore[operator]
             oldest = session.exec(select(func.min(AccessChange.id))).one()
-            if oldest is not None and oldest > self.last_change + 1 and self.last_change > 0:
+            if oldest is not None and oldest > self.last_change + 1:
+                # The log was trimmed past what this node saw: reload rather than miss changes.
                 log.info("decision index fell behind the change log; reloading")
                 self.load(session, now)
+                self._recent = {c.id for c in rows if c.at >= horizon}  # type: ignore[misc]
                 return len(changes)
         sources = {c.ref for c in changes if c.kind == "source"}
         cred_ids = {int(c.ref) for c in changes if c.kind == "credential"}
@@ -190,7 +200,8 @@ class DecisionIndex:
                     self._creds.pop(key, None)
             if doors:
                 self._load_doors(session)
-            self.last_change = changes[-1].id  # type: ignore[assignment]
+            self.last_change = max(self.last_change, changes[-1].id)  # type: ignore[type-var]
+            self._recent = {c.id for c in rows if c.at >= horizon}  # type: ignore[misc]
         return len(changes)
 
     def drop_ended(self, now: datetime) -> int:

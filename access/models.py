@@ -159,6 +159,7 @@ class AccessChange(SQLModel, table=True):
     """A change log of who-may-enter: gateway nodes replay it to keep their decision index in step."""
 
     __tablename__ = "access_change"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused, even after trimming
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=12, description="source or credential")

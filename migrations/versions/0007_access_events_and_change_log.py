@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("ref", sa.String(length=40), nullable=False),
         sa.Column("at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "access_event",

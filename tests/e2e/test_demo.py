@@ -19,8 +19,9 @@ BIN = Path(sys.executable).with_name("bookgate")
 def _start_demo(tmp_path: Path, port: int) -> tuple[subprocess.Popen, list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKGATE_")}
     env |= {"BOOKGATE_VAR_DIR": str(tmp_path / "var"), "BOOKGATE_PORT": str(port)}
-    proc = subprocess.Popen([str(BIN), "demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(BIN), "demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines: list[str] = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -52,7 +53,8 @@ def test_demo_serves_the_example_site_with_printed_accounts(tmp_path):
     try:
         accounts = dict(
             (m.group(2), (m.group(1), m.group(3)))
-            for m in (re.match(r"\s+(\w+)\s+(\S+@\S+)\s+(\S+)$", ln.rstrip("\n")) for ln in lines) if m
+            for m in (re.match(r"\s+(\w+)\s+(\S+@\S+)\s+(\S+)$", ln.rstrip("\n")) for ln in lines)
+            if m
         )
         assert {role for role, _ in accounts.values()} == {"admin", "venue_manager", "reception", "resident"}
         base = f"http://127.0.0.1:{port}"
@@ -109,20 +111,44 @@ def _online_controllers(url: str) -> set[str]:
 
 def test_sim_command_runs_controllers(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKGATE_")}
-    r = subprocess.run([str(BIN), "sim", "esprfid", "--mqtt-url", "mqtt://127.0.0.1:1", "--topic", "x/y"],
-                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(BIN), "sim", "esprfid", "--mqtt-url", "mqtt://127.0.0.1:1", "--topic", "x/y"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "127.0.0.1:1" in (r.stdout + r.stderr)
 
 
 def test_admin_create_from_stdin(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKGATE_")}
     env["BOOKGATE_VAR_DIR"] = str(tmp_path / "var")
-    ok = subprocess.run([str(BIN), "admin", "create", "--email", "root@example.com", "--password-stdin"],
-                        input="a-strong-password\n", env=env, cwd=tmp_path, capture_output=True, text=True)
+    ok = subprocess.run(
+        [str(BIN), "admin", "create", "--email", "root@example.com", "--password-stdin"],
+        input="a-strong-password\n",
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
-    again = subprocess.run([str(BIN), "admin", "create", "--email", "root@example.com", "--password-stdin"],
-                           input="a-strong-password\n", env=env, cwd=tmp_path, capture_output=True, text=True)
+    again = subprocess.run(
+        [str(BIN), "admin", "create", "--email", "root@example.com", "--password-stdin"],
+        input="a-strong-password\n",
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 2 and "exists" in again.stderr
-    short = subprocess.run([str(BIN), "admin", "create", "--email", "x@example.com", "--password-stdin"],
-                           input="short\n", env=env, cwd=tmp_path, capture_output=True, text=True)
+    short = subprocess.run(
+        [str(BIN), "admin", "create", "--email", "x@example.com", "--password-stdin"],
+        input="short\n",
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert short.returncode == 2 and "password" in short.stderr

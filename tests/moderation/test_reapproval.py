@@ -23,8 +23,11 @@ def confirmed(client, moderated):
 
 
 def _reschedule(client, who, rid, start):
-    return client.post(f"/api/v1/reservations/{rid}/reschedule", headers=who.headers,
-                       json={"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()})
+    return client.post(
+        f"/api/v1/reservations/{rid}/reschedule",
+        headers=who.headers,
+        json={"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+    )
 
 
 def test_change_waits_and_the_original_slot_is_held(client, moderated, confirmed):
@@ -56,8 +59,11 @@ def test_rejected_change_keeps_the_booking(client, moderated, confirmed):
     cid = client.get("/api/v1/moderation/changes", headers=moderated["manager"].headers).json()[0]["id"]
     r = client.post(f"/api/v1/moderation/changes/{cid}/reject", json={}, headers=moderated["manager"].headers)
     assert r.status_code == 422
-    r = client.post(f"/api/v1/moderation/changes/{cid}/reject", json={"reason": "court closed then"},
-                    headers=moderated["manager"].headers)
+    r = client.post(
+        f"/api/v1/moderation/changes/{cid}/reject",
+        json={"reason": "court closed then"},
+        headers=moderated["manager"].headers,
+    )
     assert r.status_code == 200 and r.json()["reason"] == "court closed then"
     got = client.get(f"/api/v1/reservations/{rid}", headers=moderated["alice"].headers).json()
     assert datetime.fromisoformat(got["start"]) == start and got["pending_change"] is None
@@ -83,8 +89,9 @@ def test_scope_and_who_skips_re_approval(client, moderated, confirmed):
     other = moderated["other_manager"].headers
     assert client.get("/api/v1/moderation/changes", headers=other).json() == []
     assert client.post(f"/api/v1/moderation/changes/{cid}/approve", headers=other).status_code == 404
-    assert client.post(f"/api/v1/moderation/changes/{cid}/approve",
-                       headers=moderated["alice"].headers).status_code == 403
+    assert (
+        client.post(f"/api/v1/moderation/changes/{cid}/approve", headers=moderated["alice"].headers).status_code == 403
+    )
     # A manager's own reschedule applies at once (and a newer request replaces an older one).
     moved = _reschedule(client, moderated["manager"], rid, start + timedelta(hours=5))
     assert datetime.fromisoformat(moved.json()["start"]) == start + timedelta(hours=5)
