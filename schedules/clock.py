@@ -63,6 +63,7 @@ class Clock:
         self.engine = engine
         self.scheduler = scheduler
         self.dispatching = dispatching
+        self.closed = False
         self._lock = threading.Lock()
 
     def wake(self, at: datetime) -> None:
@@ -70,6 +71,8 @@ class Clock:
         if not self.dispatching:
             return
         with self._lock:
+            if self.closed:
+                return
             try:
                 job = self.scheduler.get_job("dispatch")
             except Exception:  # scheduler shut down
@@ -84,6 +87,10 @@ class Clock:
                     return
 
     def shutdown(self, wait: bool = True) -> None:
+        # APScheduler's shutdown holds its job-store lock while it waits for running jobs, and a
+        # running dispatch ends with a wake-up that needs that lock: close the door first.
+        with self._lock:
+            self.closed = True
         _clocks.discard(self)
         self.scheduler.shutdown(wait=wait)
 

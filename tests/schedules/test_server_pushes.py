@@ -42,6 +42,7 @@ class Site:
     device: SimulatedController
     admin: dict[str, str]
     alice: dict[str, str]
+    alice_id: int
 
     def book_court(self, badge: str) -> dict:
         """Alice, holding `badge`, books court-1 two hours from now (so its grant is due at once)."""
@@ -71,8 +72,9 @@ def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:
     )
     fleet.start()
     assert fleet.wait_ready(10)
+    # The safety-net poll is slow on purpose: pushes must come from the exact wake-ups.
     settings = Settings(
-        var_dir=tmp_path / "var", scheduler=True, mqtt_url=mqtt_url, dispatch_every_seconds=0.3, _env_file=None
+        var_dir=tmp_path / "var", scheduler=True, mqtt_url=mqtt_url, dispatch_every_seconds=60, _env_file=None
     )
     admin_user, apw = make_user({"role": "admin"})
     alice, pw = make_user({"role": "resident", "site": "les-tilleuls"})
@@ -81,7 +83,7 @@ def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:
             admin = login(client, admin_user.email, apw)
             r = client.patch("/api/v1/resources/court-1/rules", json={"opening_hours": ALL_DAY}, headers=admin)
             assert r.status_code == 200
-            yield Site(client, fleet[f"{topic_prefix}/courts"], admin, login(client, alice.email, pw))
+            yield Site(client, fleet[f"{topic_prefix}/courts"], admin, login(client, alice.email, pw), alice.id)
     finally:
         fleet.stop()
 
@@ -109,3 +111,58 @@ def test_rebooted_controller_is_resynced_and_state_is_live(site):
 
     assert _wait(lambda: courts()["state"] == "online" and courts()["last_sync"] is not None)
     assert site.client.get("/api/v1/controllers", headers=site.alice).status_code == 403
+
+
+def test_a_revoked_badge_leaves_the_controller_at_once(site):
+    site.book_court("a3a3")
+    assert _wait(lambda: "A3A3" in site.device.users)
+    creds = site.client.get(f"/api/v1/users/{site.alice_id}/credentials", headers=site.admin).json()
+    cred = next(c for c in creds if c["value"] == "A3A3")
+    r = site.client.delete(f"/api/v1/users/{site.alice_id}/credentials/{cred['id']}", headers=site.admin)
+    assert r.status_code == 200
+    assert _wait(lambda: "A3A3" not in site.device.users, 5), "a revoked badge stayed on the controller"
+
+
+def test_reconcile_repairs_what_the_controller_holds(site, engine):
+    site.book_court("a4a4")
+    assert _wait(lambda: "A4A4" in site.device.users)
+    host = site.client.app.state.driver_host
+    assert host.reconcile("courts-ctl") == {"missing": [], "extra": [], "wrong_window": []}
+    # Someone edits the device by hand: a stranger's card appears, the booked one disappears.
+    record = site.device.users.pop("A4A4")
+    site.device.users["FEED01"] = record.__class__("FEED01", "intruder", {1: 1}, 0, 2**31 - 1)
+    diff = host.reconcile("courts-ctl")
+    assert diff == {"missing": ["A4A4"], "extra": ["FEED01"], "wrong_window": []}
+    assert "A4A4" in site.device.users and "FEED01" not in site.device.users
+    from sqlmodel import select
+
+    from bookgate.audit import AuditEntry
+    from bookgate.db import read_session
+
+    with read_session(engine) as s:
+        assert s.exec(select(AuditEntry).where(AuditEntry.action == "controller.reconciled")).first() is not None
+
+
+def test_a_grant_due_later_is_sent_on_time(site, engine):
+    """An exact wake-up for a transition due in the future, with the safety-net poll a minute away."""
+    from sqlmodel import select
+
+    from access.models import Credential
+    from access.transitions import PRELOAD
+    from access.windows import set_windows
+    from bms.models import Resource
+    from bookgate.db import write_session
+
+    me = site.alice_id
+    site.client.post(f"/api/v1/users/{me}/credentials", json={"kind": "badge", "value": "a5a5"}, headers=site.admin)
+    due = utcnow() + timedelta(seconds=2)
+    with write_session(engine) as s:
+        court = s.exec(select(Resource).where(Resource.key == "court-1")).one()
+        assert s.exec(select(Credential).where(Credential.value == "A5A5")).one()
+        set_windows(
+            s, "visit", 77, court.id, [me], due + PRELOAD, due + PRELOAD + timedelta(hours=1), "badge", active=True
+        )
+    assert "A5A5" not in site.device.users
+    assert _wait(lambda: "A5A5" in site.device.users, 10)
+    late = utcnow() - due
+    assert timedelta(0) <= late < timedelta(seconds=1.5), late

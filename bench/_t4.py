@@ -1,0 +1,25 @@
+import time, cProfile, pstats, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from bench.common import fresh_database
+from bench import access_rig as rig
+from bench.access_burst import write_windows
+import schedules.dispatch as d
+from bookgate.db import read_session
+backend = sys.argv[1]
+with fresh_database(backend, Path("var/bench")) as (url, engine):
+    site = rig.populate_site(engine, 1000, "x/y")
+    holders = rig.add_badge_holders(engine, 5000)
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    t=time.perf_counter(); write_windows(engine, site, holders, due, 250); print("write", time.perf_counter()-t)
+    time.sleep(2)
+    now = datetime.now(UTC)
+    pr = cProfile.Profile(); pr.enable()
+    t=time.perf_counter(); batch = d.claim_due(engine, "w", now, limit=500); t1=time.perf_counter()
+    with read_session(engine) as s: cmds = d.commands_for(s, batch, now)
+    t2=time.perf_counter()
+    pr.disable()
+    print("claim %.0f ms commands %.0f ms" % ((t1-t)*1000, (t2-t1)*1000))
+    pstats.Stats(pr).sort_stats("tottime").print_stats(18)
+    pstats.Stats(pr).sort_stats("cumulative").print_callees("commands_for")
+    pstats.Stats(pr).sort_stats("cumulative").print_callees("claim_due")
