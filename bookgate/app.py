@@ -65,6 +65,7 @@ def create_app(
                 dispatch_every_seconds=settings.dispatch_every_seconds,
                 reconcile=host.reconcile_all if host else None,
                 reconcile_every_seconds=settings.reconcile_every_seconds,
+                lease_seconds=settings.dispatch_lease_seconds,
             )
             if settings.scheduler
             else None

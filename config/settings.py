@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     dispatch_every_seconds: float = Field(
         default=1.0, gt=0, description="safety-net poll for due transitions (each due row also gets an exact wake-up)"
     )
+    dispatch_lease_seconds: int = Field(
+        default=60, ge=1, description="a claimed transition returns to the pool if its node has not settled it by then"
+    )
     reconcile_every_seconds: int = Field(
         default=600, ge=5, description="how often controllers' stored cards are read back and repaired"
     )

@@ -13,7 +13,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -104,6 +104,7 @@ def start_clock(
     dispatch_every_seconds: float = 1.0,
     reconcile: Callable[[], object] | None = None,
     reconcile_every_seconds: int = 600,
+    lease_seconds: int = 60,
 ) -> Clock:
     """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too."""
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -114,7 +115,7 @@ def start_clock(
 
         def dispatch() -> None:
             try:
-                dispatch_once(engine, send, send_many=send_many)
+                dispatch_once(engine, send, send_many=send_many, lease=timedelta(seconds=lease_seconds))
                 upcoming = next_due(engine)
             except Exception:
                 log.exception("dispatching due transitions failed; the next run retries")

@@ -59,7 +59,7 @@ def _claimable(now: datetime):  # type: ignore[no-untyped-def]
     )
 
 
-def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500) -> list[Due]:
+def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, lease: timedelta = LEASE) -> list[Due]:
     with write_session(engine) as s:
         rows = s.exec(
             select(Transition)
@@ -78,7 +78,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500) -
         s.exec(
             update(Transition)
             .where(col(Transition.id).in_([d.id for d in claimed]))
-            .values(claimed_by=worker, claimed_until=now + LEASE, attempts=Transition.attempts + 1)
+            .values(claimed_by=worker, claimed_until=now + lease, attempts=Transition.attempts + 1)
             .execution_options(synchronize_session=False)
         )
         return claimed
@@ -190,6 +190,7 @@ def dispatch_once(
     worker: str | None = None,
     now: datetime | None = None,
     limit: int = 500,
+    lease: timedelta = LEASE,
 ) -> int:
     """Handle every transition due now; returns how many were settled (sent or nothing to send)."""
     if send is None and send_many is None:
@@ -198,7 +199,7 @@ def dispatch_once(
     settled = 0
     while True:
         at = now or utcnow()
-        batch = claim_due(engine, worker, at, limit=limit)
+        batch = claim_due(engine, worker, at, limit=limit, lease=lease)
         if not batch:
             return settled
         with read_session(engine) as s:
