@@ -25,6 +25,8 @@ class Controller(SQLModel, table=True):
     state: str = Field(default="unknown", max_length=10, description="online, offline, degraded, unknown")
     last_seen: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_sync: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    mqtt_username: str | None = Field(default=None, max_length=80, description="its own broker account")
+    mqtt_secret: str | None = Field(default=None, max_length=255, description="broker-format hash, never the password")
 
 
 class Door(SQLModel, table=True):

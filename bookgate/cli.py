@@ -179,6 +179,40 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
+    """Per-controller broker accounts: `issue KEY` shows a new password once; `files DIR` writes
+    Mosquitto's password_file and acl_file for the gateway and every controller with an account."""
+    import os
+    from pathlib import Path
+
+    from bookgate import migrate, mqtt_accounts
+    from bookgate.db import read_session, write_session
+
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    try:
+        if args.mqtt_command == "issue":
+            with write_session(engine) as s:
+                username, password = mqtt_accounts.issue(s, args.key, CLI_ACTOR)
+            print(f"MQTT account for {args.key}: username {username} password {password}")
+            print("Enter both in the controller's MQTT settings; the password is not shown again.")
+            print("Then rewrite the broker's files with `bookgate mqtt files DIR` and reload the broker.")
+            return 0
+        with read_session(engine) as s:
+            passwd, acl = mqtt_accounts.broker_files(s, settings.mqtt_url)
+    except mqtt_accounts.AccountError as exc:
+        return _fail(str(exc))
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("passwd", passwd), ("acl", acl)):
+        path = out / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    print(f"wrote {out / 'passwd'} and {out / 'acl'}: in mosquitto.conf, password_file and acl_file")
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from drivers.esprfid.simulator import main as esprfid_sim
 
@@ -219,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("driver", choices=["esprfid"])
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_sim)
+
+    mq = sub.add_parser("mqtt", help="per-controller MQTT accounts and the broker's files")
+    mq_sub = mq.add_subparsers(dest="mqtt_command", required=True)
+    issue = mq_sub.add_parser("issue", help="give a controller its own MQTT account (password shown once)")
+    issue.add_argument("key", help="controller key")
+    issue.set_defaults(func=cmd_mqtt)
+    files = mq_sub.add_parser("files", help="write Mosquitto's password_file and acl_file")
+    files.add_argument("dir")
+    files.set_defaults(func=cmd_mqtt)
 
     aud = sub.add_parser("audit", help="audit trail")
     aud.add_argument("action", choices=["verify"])

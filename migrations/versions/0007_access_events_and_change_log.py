@@ -19,6 +19,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("controller", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("mqtt_username", sa.String(length=80), nullable=True))
+        batch_op.add_column(sa.Column("mqtt_secret", sa.String(length=255), nullable=True))
     op.create_table(
         "access_change",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -63,3 +66,6 @@ def downgrade() -> None:
 
     op.drop_table("access_event")
     op.drop_table("access_change")
+    with op.batch_alter_table("controller", schema=None) as batch_op:
+        batch_op.drop_column("mqtt_secret")
+        batch_op.drop_column("mqtt_username")
