@@ -177,3 +177,40 @@ def test_two_dispatchers_share_5000_due_transitions(engine, booked):
     with read_session(engine) as s:
         assert s.exec(select(func.count()).select_from(Transition).where(Transition.status == "done")).one() == 5000
         assert s.exec(select(func.max(Transition.attempts))).one() == 1  # nobody claimed a row twice
+
+
+def test_a_window_across_the_spring_change_keeps_its_real_instants(client, engine, make_user):
+    """Europe/Paris skips 02:00-03:00 on 2027-03-28: a 01:30-03:30 booking lasts one real hour,
+    and the controller gets exactly that hour, widened by the court's 10 and 5 minutes."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    admin_user, apw = make_user({"role": "admin"})
+    alice, pw = make_user({"role": "resident", "site": "les-tilleuls"})
+    admin = login(client, admin_user.email, apw)
+    all_day = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    r = client.patch(
+        "/api/v1/resources/court-1/rules", json={"opening_hours": all_day, "notice_max_days": 400}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "d57d57"}, headers=admin)
+    start = datetime(2027, 3, 28, 1, 30, tzinfo=paris)
+    end = datetime(2027, 3, 28, 3, 30, tzinfo=paris)
+    assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=1)  # one real hour
+    res = client.post(
+        "/api/v1/reservations",
+        headers=login(client, alice.email, pw),
+        json={"resource": "court-1", "start": start.isoformat(), "end": end.isoformat()},
+    )
+    assert res.status_code == 201, res.text
+    body = res.json()
+    assert datetime.fromisoformat(body["access_start"]) == datetime(2027, 3, 28, 0, 20, tzinfo=UTC)
+    assert datetime.fromisoformat(body["access_end"]) == datetime(2027, 3, 28, 1, 35, tzinfo=UTC)
+    send = Recorder()
+    dispatch_once(engine, send, now=datetime(2027, 3, 27, 0, 20, tzinfo=UTC))  # due 24 h ahead
+    _, grant = send.sent[-1]
+    assert (grant.valid_from, grant.valid_until) == (
+        datetime(2027, 3, 28, 0, 20, tzinfo=UTC),
+        datetime(2027, 3, 28, 1, 35, tzinfo=UTC),
+    )
