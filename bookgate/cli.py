@@ -82,13 +82,34 @@ def _start_demo_controllers(settings: Settings) -> str | None:
         for c in site.controllers
         if c.driver == "esprfid"
     ]
+
+    def walk_ins(fleet) -> None:  # type: ignore[no-untyped-def]
+        """Now and then a demo resident holds a badge to a reader, so the doors page shows life:
+        granted where a booking covers them (or the gateway allows online), denied elsewhere."""
+        import random
+        import time
+
+        from bookgate.demo import ACCOUNTS
+
+        badges = [a.badge for a in ACCOUNTS if a.badge]
+        while True:
+            time.sleep(20)
+            try:
+                random.choice(fleet.devices).present(random.choice(badges))
+            except Exception:  # the demo goes on whatever one presentation does
+                logging.getLogger("bookgate.demo").exception("a demo presentation failed")
+
+    def on_ready(fleet) -> None:  # type: ignore[no-untyped-def]
+        threading.Thread(target=walk_ins, args=(fleet,), name="demo-walk-ins", daemon=True).start()
+
     thread = threading.Thread(
-        target=lambda: asyncio.run(run_simulators(url, topics, heartbeat_interval=30.0)),
+        target=lambda: asyncio.run(run_simulators(url, topics, heartbeat_interval=30.0, on_ready=on_ready)),
         name="demo-controllers",
         daemon=True,
     )
     thread.start()
     print(f"  simulated esp-rfid controllers: {', '.join(t.split('@')[0] for t in topics)}")
+    print("  demo residents present their badges now and then: see /doors as manager or reception")
     return url
 
 

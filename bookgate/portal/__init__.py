@@ -13,16 +13,19 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlmodel import select
+from sqlmodel import col, select
 
+from access import events as access_events
+from access import service as access_service
+from access.models import Controller
 from bms.models import Resource
 from bookgate import auth
 from bookgate.auth import Principal
-from bookgate.db import open_session
+from bookgate.db import open_session, utcnow
 from bookgate.deps import ClientAddr, EngineDep, SettingsDep
 from bookgate.errors import AppError, Forbidden
 from bookgate.i18n import pick_locale, translator
-from bookgate.models import Site, Venue
+from bookgate.models import Role, Site, User, Venue
 
 COOKIE = "bookgate_session"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -117,4 +120,51 @@ def home(request: Request, engine: EngineDep) -> Response:
     for site, venue, resource in rows:
         if principal.admin or site.id in visible_sites or venue.id in principal.managed_venues:
             venues.setdefault((site.name, venue.name), []).append(resource)
-    return render(request, "home.html", principal, venues=venues, roles=sorted(principal.roles))
+    return render(
+        request,
+        "home.html",
+        principal,
+        venues=venues,
+        roles=sorted(principal.roles),
+        staff=principal.has_any(Role.venue_manager, Role.reception),
+    )
+
+
+@router.get("/doors", response_class=HTMLResponse)
+def doors_page(request: Request, engine: EngineDep) -> Response:
+    """Staff's live board: controllers' state, each door's current and coming grants, the latest
+    door events with what explains them. Refreshes itself every few seconds."""
+    principal = current(request, engine)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    if not principal.has_any(Role.venue_manager, Role.reception):
+        return render(request, "forbidden.html", principal, status=403)
+    with open_session(engine) as s:
+        doors = access_service.visible_doors(s, principal)
+        rows = [(d, access_service.door_grants(s, d)) for d in doors]
+        ctl_ids = {d.controller_id for d in doors}
+        controllers = [
+            c
+            for c in s.exec(select(Controller).where(Controller.active).order_by(Controller.key)).all()
+            if principal.admin or c.id in ctl_ids
+        ]
+        latest = access_events.list_events(
+            s,
+            principal,
+            visible_door_ids={d.id for d in doors},
+            limit=30,  # type: ignore[misc]
+        )
+        names = {u.id: u.name for u in s.exec(select(User).where(col(User.id).in_({e.user_id for e in latest}))).all()}
+    now = utcnow()
+    return render(
+        request,
+        "doors.html",
+        principal,
+        controllers=controllers,
+        doors=[
+            (d, sum(1 for g in dg.grants if g.valid_from <= now), sum(1 for g in dg.grants if g.valid_from > now))
+            for d, dg in rows
+        ],
+        events=latest,
+        names=names,
+    )
