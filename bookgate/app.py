@@ -64,6 +64,7 @@ def create_app(
                 send_many=host.send_many if host else None,
                 dispatch_every_seconds=settings.dispatch_every_seconds,
                 reconcile=host.reconcile_all if host else None,
+                supervise=host.supervise if host else None,
                 reconcile_every_seconds=settings.reconcile_every_seconds,
                 lease_seconds=settings.dispatch_lease_seconds,
             )

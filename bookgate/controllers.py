@@ -187,6 +187,23 @@ class DriverHost:
                 audit.record(s, SYSTEM, "controller.reconciled", "controller", key, repaired=ok, **diff)
         return diff
 
+    def supervise(self) -> int:
+        """Controllers that missed their heartbeats (or whose last will said so) are `offline`.
+
+        A last will covers a device whose connection dies; this covers one that hangs while its
+        connection lives, or a broker that lost the will. Returns how many were marked."""
+        stale = set(self.driver.stale_controllers(utcnow()))
+        if not stale:
+            return 0
+        marked = 0
+        with write_session(self.engine) as s:
+            for ctl in s.exec(select(Controller).where(Controller.active, Controller.state != "offline")).all():
+                if ctl.key in stale:
+                    set_state(s, ctl.key, "offline", utcnow())
+                    log.warning("controller %s missed its heartbeats: offline", ctl.key)
+                    marked += 1
+        return marked
+
     def reconcile_all(self) -> int:
         """Every online controller in turn; returns how many needed a repair."""
         with read_session(self.engine) as s:
@@ -211,7 +228,12 @@ def start_esprfid(engine: Engine, mqtt_url: str, decisions: DecisionIndex | None
     with read_session(engine) as s:
         rows = s.exec(select(Controller).where(Controller.driver == "esprfid", Controller.active)).all()
     configs = [
-        ControllerConfig(c.key, str(c.settings["topic"]), str(c.settings.get("doorip", "")))
+        ControllerConfig(
+            c.key,
+            str(c.settings["topic"]),
+            str(c.settings.get("doorip", "")),
+            heartbeat_interval=float(c.settings.get("heartbeat_seconds", 180)),
+        )
         for c in rows
         if c.settings.get("doorip")
     ]

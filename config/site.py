@@ -195,6 +195,9 @@ class EsprfidSettings(Strict):
         pattern=r"^\d{1,3}(\.\d{1,3}){3}$", description="the device's IP: esp-rfid checks it in commands"
     )
     mqtt_username: str | None = None
+    heartbeat_seconds: int = Field(
+        default=180, ge=1, le=86_400, description="the device's heartbeat period (firmware default 180 s)"
+    )
 
 
 class OsdpSettings(Strict):

@@ -105,6 +105,7 @@ def start_clock(
     reconcile: Callable[[], object] | None = None,
     reconcile_every_seconds: int = 600,
     lease_seconds: int = 60,
+    supervise: Callable[[], object] | None = None,
 ) -> Clock:
     """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too."""
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -126,6 +127,10 @@ def start_clock(
         scheduler.add_job(
             dispatch, "interval", seconds=dispatch_every_seconds, id="dispatch", next_run_time=utcnow(), **every
         )
+        if supervise is not None:
+            scheduler.add_job(
+                _guard("controllers gone silent", supervise), "interval", seconds=30, id="supervise", **every
+            )
         if reconcile is not None:
             scheduler.add_job(
                 _guard("reconcile", reconcile), "interval", seconds=reconcile_every_seconds, id="reconcile", **every

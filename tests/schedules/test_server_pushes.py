@@ -65,6 +65,7 @@ def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:
     doc = yaml.safe_load(example_path().read_text())
     courts = next(c for c in doc["sites"][0]["controllers"] if c["key"] == "courts-ctl")
     courts["settings"]["topic"] = f"{topic_prefix}/courts"
+    courts["settings"]["heartbeat_seconds"] = 1  # the device below beats every 0.5 s
     apply_site_file(engine, parse_site_document(doc), SYSTEM)
     fleet = SimulatorFleet(
         MqttSettings.from_url(mqtt_url),
@@ -166,3 +167,28 @@ def test_a_grant_due_later_is_sent_on_time(site, engine):
     assert _wait(lambda: "A5A5" in site.device.users, 10)
     late = utcnow() - due
     assert timedelta(0) <= late < timedelta(seconds=1.5), late
+
+
+def test_a_controller_that_stops_beating_goes_offline(site, engine):
+    """The will covers a dead connection; missed heartbeats cover a device that hangs on it."""
+    from sqlmodel import select
+
+    from access.models import Controller
+    from bookgate.db import read_session
+
+    host = site.client.app.state.driver_host
+    assert _wait(lambda: host.supervise() == 0 and _state(engine, "courts-ctl") == "online")
+    site.device._next_beat = float("inf")  # the device's main loop hangs: no more heartbeats
+    assert _wait(lambda: host.supervise() == 1, 10)
+    with read_session(engine) as s:
+        assert s.exec(select(Controller).where(Controller.key == "courts-ctl")).one().state == "offline"
+
+
+def _state(engine, key: str) -> str:
+    from sqlmodel import select
+
+    from access.models import Controller
+    from bookgate.db import read_session
+
+    with read_session(engine) as s:
+        return s.exec(select(Controller).where(Controller.key == key)).one().state
