@@ -28,6 +28,12 @@ from tests.drivers.helpers import wait_until
 pytestmark = pytest.mark.usefixtures("example_site")
 
 
+def _open(s, visit: int, resource: int, users: list[int], now, since_minutes: int = 5) -> None:
+    """An `authorized` window under way from a few minutes ago for an hour."""
+    start, end = now - timedelta(minutes=since_minutes), now + timedelta(hours=1)
+    set_windows(s, "visit", visit, resource, users, start, end, "authorized", active=True)
+
+
 def _ids(engine, model, *keys):
     with read_session(engine) as s:
         return [s.exec(select(model).where(model.key == k)).one().id for k in keys]
@@ -99,17 +105,7 @@ def test_the_index_follows_the_database_through_the_change_log(engine, badges):
         index.load(s)
     assert index.decide(gate, "badge", value, now).reason == "no_window"
     with write_session(engine) as s:
-        set_windows(
-            s,
-            "visit",
-            1,
-            court1,
-            [user],
-            now - timedelta(minutes=5),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
+        _open(s, 1, court1, [user], now, since_minutes=5)
     with read_session(engine) as s:
         assert index.refresh(s) == 1
     yes = index.decide(gate, "badge", value, now)
@@ -179,17 +175,7 @@ def test_decisions_api(client, engine, badges, make_user):
     user, _cred, value = badges[0]
     now = utcnow()
     with write_session(engine) as s:
-        set_windows(
-            s,
-            "visit",
-            9,
-            meeting,
-            [user],
-            now - timedelta(minutes=5),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
+        _open(s, 9, meeting, [user], now, since_minutes=5)
     admin_user, apw = make_user({"role": "admin"})
     admin = login(client, admin_user.email, apw)
     r = client.post("/api/v1/access/decisions", json={"door": "meeting-room-door", "value": value}, headers=admin)
@@ -230,17 +216,7 @@ def test_an_authorized_door_opens_on_the_gateways_word(engine, badges, mqtt_url,
         ctl.settings = {**ctl.settings, "topic": f"{topic_prefix}/rooms"}
         s.add(ctl)
         now = utcnow()
-        set_windows(
-            s,
-            "visit",
-            5,
-            meeting,
-            [user],
-            now - timedelta(minutes=5),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
+        _open(s, 5, meeting, [user], now, since_minutes=5)
         doorip = ctl.settings["doorip"]
     fleet = SimulatorFleet(
         MqttSettings.from_url(mqtt_url), [DeviceConfig(f"{topic_prefix}/rooms", doorip, "rooms", doors=2)]
