@@ -12,14 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, func, insert, select
 
+import schedules.dispatch as dispatch
 from access.models import Controller, Credential, Door, DoorResource
 from bench.common import site_document
 from bms.models import Resource
@@ -279,6 +280,42 @@ def install_tally() -> LogTally:
     root.addHandler(tally)
     root.setLevel(logging.WARNING)
     return tally
+
+
+@dataclass(frozen=True)
+class Call:
+    began: float  # wall clock
+    seconds: float
+    size: int  # len() of what it returned, -1 if it has none
+    result: object = None
+
+
+@contextmanager
+def phase_timer() -> Iterator[dict[str, list[Call]]]:
+    """Time the dispatcher's phases by wrapping its module functions (restored afterwards)."""
+    calls: dict[str, list[Call]] = defaultdict(list)
+    originals = {name: getattr(dispatch, name) for name in ("claim_due", "commands_for", "_finish")}
+
+    def wrap(name: str, fn: Callable) -> Callable:
+        def timed(*a, **kw):  # type: ignore[no-untyped-def]
+            began, t = time.time(), time.perf_counter()
+            out = fn(*a, **kw)
+            calls[name].append(Call(began, time.perf_counter() - t, len(out) if out is not None else -1, out))
+            return out
+
+        return timed
+
+    for name, fn in originals.items():
+        setattr(dispatch, name, wrap(name, fn))
+    try:
+        yield calls
+    finally:
+        for name, fn in originals.items():
+            setattr(dispatch, name, fn)
+
+
+def seconds(calls: list[Call]) -> float:
+    return sum(c.seconds for c in calls)
 
 
 def first_receipts(dump: dict[str, dict], cmd: str, since: float) -> dict[tuple[str, str], float]:

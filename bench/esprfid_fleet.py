@@ -40,9 +40,7 @@ def _dump(fleet: SimulatorFleet, receipts: dict[str, list[tuple[float, bytes]]],
     out = {}
     for device in fleet.devices:
         with device._lock:
-            users = {
-                uid: [rec.validsince, rec.validuntil, rec.acctype(1)] for uid, rec in sorted(device.users.items())
-            }
+            users = {uid: [rec.validsince, rec.validuntil, rec.acctype(1)] for uid, rec in sorted(device.users.items())}
         got = []
         for t, payload in list(receipts[device.topic]):
             try:
