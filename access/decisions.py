@@ -88,24 +88,62 @@ class DecisionIndex:
     # ------------------------------------------------------------------ loading
 
     def load(self, session: Session, now: datetime | None = None) -> None:
-        """Read everything that can still matter: live credentials and windows not yet over."""
+        """Read everything that can still matter: live credentials and windows not yet over.
+
+        Rows are streamed as plain tuples in source order (no ORM objects, no second copy held),
+        built into fresh tables and swapped in at once, so decisions never see a half-loaded index."""
         now = now or utcnow()
         last = session.exec(select(func.max(AccessChange.id))).one() or 0
-        creds = session.exec(select(Credential).where(col(Credential.revoked_at).is_(None))).all()
-        windows = session.exec(select(AccessWindow).where(AccessWindow.end > now)).all()
+        fresh = DecisionIndex()
+        creds = session.exec(
+            select(
+                Credential.id,
+                Credential.user_id,
+                Credential.kind,
+                Credential.value,
+                Credential.valid_from,
+                Credential.valid_until,
+                Credential.revoked_at,
+            )
+            .where(col(Credential.revoked_at).is_(None))
+            .execution_options(yield_per=5000)
+        )
+        for c in creds:
+            fresh._put_cred(c)  # type: ignore[arg-type]
+        windows = session.exec(
+            select(
+                AccessWindow.source_type,
+                AccessWindow.source_id,
+                AccessWindow.user_id,
+                AccessWindow.resource_id,
+                AccessWindow.start,
+                AccessWindow.end,
+                AccessWindow.mode,
+            )
+            .where(AccessWindow.end > now)
+            .order_by(AccessWindow.source_type, AccessWindow.source_id)
+            .execution_options(yield_per=5000)
+        )
+        current: str | None = None
+        rows: list = []
+        for w in windows:
+            source = f"{w.source_type}:{w.source_id}"
+            if source != current:
+                if current is not None:
+                    fresh._put_source(current, rows)
+                current, rows = source, []
+            rows.append(w)
+        if current is not None:
+            fresh._put_source(current, rows)
+        fresh._load_doors(session)
         with self._lock:
-            self._creds.clear()
-            self._cred_key.clear()
-            self._windows.clear()
-            self._users_of.clear()
-            for c in creds:
-                self._put_cred(c)
-            per_source: dict[str, list[AccessWindow]] = defaultdict(list)
-            for w in windows:
-                per_source[f"{w.source_type}:{w.source_id}"].append(w)
-            for source, rows in per_source.items():
-                self._put_source(source, rows)
-            self._load_doors(session)
+            self._creds, self._cred_key = fresh._creds, fresh._cred_key
+            self._windows, self._users_of = fresh._windows, fresh._users_of
+            self._resources_of_door, self._door_at, self._door_key = (
+                fresh._resources_of_door,
+                fresh._door_at,
+                fresh._door_key,
+            )
             self.last_change = last
             self.loaded = True
 

@@ -97,15 +97,19 @@ def get_door(session: Session, principal: Principal, key: str) -> Door:
     raise NotFound("door_not_found", f"no door {key!r}")
 
 
-def state_for_doors(session: Session, door_ids: list[int], since: datetime) -> DesiredState:
-    """The desired state of some doors from every window that has not ended by `since`."""
+def state_for_doors(
+    session: Session, door_ids: list[int], since: datetime, *, user_ids: set[int] | None = None
+) -> DesiredState:
+    """The desired state of some doors from every window that has not ended by `since`
+    (only `user_ids`' windows when given: the dispatcher needs only the people it is serving)."""
     links = list(session.exec(select(DoorResource).where(col(DoorResource.door_id).in_(door_ids))).all())
     doors_of: dict[int, list[int]] = defaultdict(list)
     for link in links:
         doors_of[link.resource_id].append(link.door_id)
-    windows = session.exec(
-        select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), AccessWindow.end > since)
-    ).all()
+    stmt = select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), AccessWindow.end > since)
+    if user_ids is not None:
+        stmt = stmt.where(col(AccessWindow.user_id).in_(user_ids))
+    windows = session.exec(stmt).all()
     users = {w.user_id for w in windows}
     creds = session.exec(
         select(Credential).where(col(Credential.user_id).in_(users), col(Credential.revoked_at).is_(None))

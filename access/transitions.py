@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, delete, select
 
+from access.desired import PRELOADED
 from access.models import AccessWindow, Credential, Door, DoorResource, Transition
 from bookgate.db import utcnow
 
@@ -59,6 +60,8 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
             if w.mode == "free":
                 rows += [(door, None, "open", w.start), (door, None, "close", w.end)]
                 continue
+            if w.mode not in PRELOADED:
+                continue  # decided online at each presentation: nothing to store on the controller
             for c in creds:
                 if c.user_id == w.user_id:
                     rows += [(door, c.id, "grant", max(now, w.start - PRELOAD)), (door, c.id, "revoke", w.end)]

@@ -56,6 +56,8 @@ def create_app(
         keeper = IndexKeeper(engine, decisions, settings.decisions_refresh_seconds) if settings.scheduler else None
         if keeper is not None:
             keeper.start()
+            gc.collect()
+            gc.freeze()  # the index lives as long as the process, like the rest
         host = start_esprfid(engine, settings.mqtt_url, decisions) if settings.scheduler and settings.mqtt_url else None
         clock = (
             start_clock(

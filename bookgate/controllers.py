@@ -20,11 +20,12 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from access import events
 from access.decisions import DecisionIndex
@@ -159,6 +160,10 @@ class DriverHost:
 
     def resync(self, key: str) -> bool:
         """Replace what the controller holds by its full desired state (after a reboot or reconnect)."""
+        # A retained 'online' can arrive before every subscription is acknowledged: wait for them.
+        deadline = time.monotonic() + 30
+        while not self.driver.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
         with read_session(self.engine) as s:
             command = full_sync(s, key, utcnow())
         result = self.send(key, command)
@@ -205,9 +210,15 @@ class DriverHost:
         return marked
 
     def reconcile_all(self) -> int:
-        """Every online controller in turn; returns how many needed a repair."""
+        """Every online or degraded controller in turn; returns how many needed a repair."""
         with read_session(self.engine) as s:
-            keys = [c.key for c in s.exec(select(Controller).where(Controller.active, Controller.state == "online"))]
+            # degraded ones too: a failed re-sync or command is exactly what this repairs
+            keys = [
+                c.key
+                for c in s.exec(
+                    select(Controller).where(Controller.active, col(Controller.state).in_(["online", "degraded"]))
+                )
+            ]
         repaired = 0
         for key in keys:
             if key not in self.driver.keys():

@@ -116,7 +116,13 @@ def start_clock(
 
         def dispatch() -> None:
             try:
-                dispatch_once(engine, send, send_many=send_many, lease=timedelta(seconds=lease_seconds))
+                dispatch_once(
+                    engine,
+                    send,
+                    send_many=send_many,
+                    lease=timedelta(seconds=lease_seconds),
+                    stopping=lambda: clock.closed,
+                )
                 upcoming = next_due(engine)
             except Exception:
                 log.exception("dispatching due transitions failed; the next run retries")

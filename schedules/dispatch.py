@@ -70,7 +70,8 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         ).all()
         if not rows:
             return []
-        keys = {c.id: c.key for c in s.exec(select(Controller)).all()}
+        wanted = {t.controller_id for t in rows}
+        keys = dict(s.exec(select(Controller.id, Controller.key).where(col(Controller.id).in_(wanted))).all())
         claimed = [
             Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1)  # type: ignore[arg-type]
             for t in rows
@@ -116,7 +117,8 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
         u.id: u.name
         for u in session.exec(select(User).where(col(User.id).in_({c.user_id for c in creds.values()}))).all()
     }
-    state = state_for_doors(session, sorted(doors), now)  # type: ignore[arg-type]
+    users = {c.user_id for c in creds.values()}
+    state = state_for_doors(session, sorted(doors), now, user_ids=users)  # type: ignore[arg-type]
     current: dict[tuple[int, int], list[DoorGrant]] = defaultdict(list)
     for g in state.grants:
         if g.preload:
@@ -191,13 +193,14 @@ def dispatch_once(
     now: datetime | None = None,
     limit: int = 500,
     lease: timedelta = LEASE,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> int:
     """Handle every transition due now; returns how many were settled (sent or nothing to send)."""
     if send is None and send_many is None:
         raise ValueError("dispatch_once needs send or send_many")
     worker = worker or "d-" + secrets.token_hex(4)
     settled = 0
-    while True:
+    while not stopping():  # checked between batches: a shutdown waits for one batch at most
         at = now or utcnow()
         batch = claim_due(engine, worker, at, limit=limit, lease=lease)
         if not batch:
@@ -227,3 +230,4 @@ def dispatch_once(
             outcomes += [(due, result.ok, result.detail) for due in dues]
         _finish(engine, worker, outcomes, at)
         settled += sum(1 for _, ok, _ in outcomes if ok)
+    return settled
