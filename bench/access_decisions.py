@@ -276,11 +276,11 @@ def run(backend: str, grants: int, n_queries: int, spot: int, mqtt_url: str) -> 
     )
     print(
         f"  tracemalloc of one load: the index keeps {held / 2**20:.0f} MB; the load peaks at "
-        f"{load_peak / 2**20:.0f} MB (ORM rows of every live credential and window at once)"
+        f"{load_peak / 2**20:.0f} MB (rows are streamed as plain tuples)"
     )
     print(
         f"  a full gc.collect() with the index loaded: {gateway['full_gc_ms']:.0f} ms "
-        f"(the lifespan freezes the heap before loading the index); {gateway['full_gc_frozen_ms']:.0f} ms once frozen"
+        f"(frozen again after the index loads); {gateway['full_gc_frozen_ms']:.0f} ms once frozen"
     )
 
 

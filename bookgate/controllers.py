@@ -73,16 +73,35 @@ class DriverHost:
         self.reports.put(report)
 
     def _work(self) -> None:
+        """Handle reports in order; the re-syncs they ask for are gathered and sent together, so a
+        thousand controllers coming back after a broker or gateway restart are re-synced
+        concurrently instead of one round trip after another."""
         while True:
-            report = self.reports.get()
-            if report is None:
-                return
-            try:
-                self._handle(report)
-            except Exception:
-                log.exception("handling %s failed", type(report).__name__)
+            batch = [self.reports.get()]
+            while len(batch) < 5000:
+                try:
+                    batch.append(self.reports.get_nowait())
+                except queue.Empty:
+                    break
+            resync: list[str] = []
+            for report in batch:
+                if report is None:
+                    return
+                try:
+                    key = self._handle(report)
+                except Exception:
+                    log.exception("handling %s failed", type(report).__name__)
+                    continue
+                if key is not None and key not in resync:
+                    resync.append(key)
+            if resync:
+                try:
+                    self.resync_many(resync)
+                except Exception:
+                    log.exception("re-syncing %d controller(s) failed", len(resync))
 
-    def _handle(self, report: object) -> None:
+    def _handle(self, report: object) -> str | None:
+        """Record one report; returns the controller to re-sync, if it asks for one."""
         if isinstance(report, tuple):  # ("online", event): a presentation the gateway decided
             self.record_event(report[1], decided_by="gateway")
         elif isinstance(report, DoorEvent):
@@ -91,12 +110,13 @@ class DriverHost:
             with write_session(self.engine) as s:
                 set_state(s, report.controller_key, "online" if report.online else "offline", report.at)
             if report.online:
-                self.resync(report.controller_key)
+                return report.controller_key
         elif isinstance(report, Booted):
-            self.resync(report.controller_key)
+            return report.controller_key
         elif isinstance(report, Heartbeat):
             with write_session(self.engine) as s:
                 set_state(s, report.controller_key, "online", report.at)
+        return None
 
     def record_event(self, report: DoorEvent, decided_by: str = "controller") -> None:
         with write_session(self.engine) as s:
@@ -160,18 +180,24 @@ class DriverHost:
 
     def resync(self, key: str) -> bool:
         """Replace what the controller holds by its full desired state (after a reboot or reconnect)."""
+        return self.resync_many([key])[key]
+
+    def resync_many(self, keys: list[str]) -> dict[str, bool]:
         # A retained 'online' can arrive before every subscription is acknowledged: wait for them.
         deadline = time.monotonic() + 30
         while not self.driver.connected and time.monotonic() < deadline:
             time.sleep(0.05)
+        now = utcnow()
         with read_session(self.engine) as s:
-            command = full_sync(s, key, utcnow())
-        result = self.send(key, command)
+            commands = [(key, full_sync(s, key, now)) for key in keys]
+        results = self.send_many(commands)
         with write_session(self.engine) as s:
-            set_state(s, key, "online" if result.ok else "degraded", utcnow(), synced=result.ok)
-        if not result.ok:
-            log.warning("re-sync of %s failed: %s", key, result.detail)
-        return result.ok
+            for key, result in zip(keys, results, strict=True):
+                set_state(s, key, "online" if result.ok else "degraded", utcnow(), synced=result.ok)
+        for key, result in zip(keys, results, strict=True):
+            if not result.ok:
+                log.warning("re-sync of %s failed: %s", key, result.detail)
+        return {key: result.ok for key, result in zip(keys, results, strict=True)}
 
     def reconcile(self, key: str) -> dict[str, list[str]] | None:
         """Read back what the controller holds; repair it with a full sync if it differs.
