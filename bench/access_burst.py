@@ -42,7 +42,7 @@ from access.models import Transition
 from access.transitions import PRELOAD
 from access.windows import set_windows
 from bench import access_rig as rig
-from bench.common import fresh_database, percentile, pg_reachable
+from bench.common import fresh_database, percentile
 from bookgate.db import read_session, write_session
 from drivers.esprfid import codec
 from drivers.esprfid.connection import MqttSettings
@@ -295,10 +295,7 @@ def main() -> None:
     args = p.parse_args()
     if not rig.mqtt_reachable(args.mqtt_url):
         raise SystemExit(f"no MQTT broker at {args.mqtt_url}")
-    for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
-        if backend == "postgresql" and not pg_reachable():
-            print("postgresql: not reachable, skipped")
-            continue
+    for backend in rig.backends(args.backend):
         run(backend, args.mqtt_url, args.controllers, args.transitions, args.lead)
 
 

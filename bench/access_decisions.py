@@ -45,7 +45,7 @@ from access.models import Credential, Transition
 from access.service import state_for_doors
 from access.windows import set_windows
 from bench import access_rig as rig
-from bench.common import fresh_database, percentile, pg_reachable
+from bench.common import fresh_database, percentile
 from bookgate.db import read_session, write_session
 
 ROOMS = 1000
@@ -297,10 +297,7 @@ def main() -> None:
     if args.probe:
         probe(args.probe, args.probe_mqtt)
         return
-    for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
-        if backend == "postgresql" and not pg_reachable():
-            print("postgresql: not reachable, skipped")
-            continue
+    for backend in rig.backends(args.backend):
         run(backend, args.grants, args.queries, args.spot_check, args.mqtt_url)
 
 

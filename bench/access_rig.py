@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, insert, select
 
 import schedules.dispatch as dispatch
 from access.models import Controller, Credential, Door, DoorResource
-from bench.common import site_document
+from bench.common import pg_reachable, site_document
 from bms.models import Resource
 from bookgate.audit import SYSTEM
 from bookgate.controllers import DriverHost, start_esprfid
@@ -43,6 +43,15 @@ def mqtt_reachable(url: str = MQTT_URL) -> bool:
             return True
     except OSError:
         return False
+
+
+def backends(choice: str) -> Iterator[str]:
+    """The backends to run, `both` meaning SQLite and PostgreSQL when it is reachable."""
+    for backend in ["sqlite", "postgresql"] if choice == "both" else [choice]:
+        if backend == "postgresql" and not pg_reachable():
+            print("postgresql: not reachable, skipped")
+            continue
+        yield backend
 
 
 def new_prefix() -> str:

@@ -136,11 +136,6 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
     return out
 
 
-def command_for(engine: Engine, due: Due, now: datetime) -> Command | None:
-    with read_session(engine) as s:
-        return commands_for(s, [due], now)[due.id]
-
-
 def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], now: datetime) -> None:
     done = [due.id for due, ok, _ in outcomes if ok]
     with write_session(engine) as s:

@@ -141,7 +141,9 @@ def doors_page(request: Request, engine: EngineDep) -> Response:
         return render(request, "forbidden.html", principal, status=403)
     with open_session(engine) as s:
         doors = access_service.visible_doors(s, principal)
-        rows = [(d, access_service.door_grants(s, d)) for d in doors]
+        now = utcnow()
+        # One read of the desired state for every door on the board, not one per door.
+        state = access_service.state_for_doors(s, [d.id for d in doors], now)  # type: ignore[misc]
         ctl_ids = {d.controller_id for d in doors}
         controllers = [
             c
@@ -155,15 +157,19 @@ def doors_page(request: Request, engine: EngineDep) -> Response:
             limit=30,  # type: ignore[misc]
         )
         names = {u.id: u.name for u in s.exec(select(User).where(col(User.id).in_({e.user_id for e in latest}))).all()}
-    now = utcnow()
+    live = [g for g in state.grants if g.valid_until > now]
     return render(
         request,
         "doors.html",
         principal,
         controllers=controllers,
         doors=[
-            (d, sum(1 for g in dg.grants if g.valid_from <= now), sum(1 for g in dg.grants if g.valid_from > now))
-            for d, dg in rows
+            (
+                d,
+                sum(1 for g in live if g.door_id == d.id and g.valid_from <= now),
+                sum(1 for g in live if g.door_id == d.id and g.valid_from > now),
+            )
+            for d in doors
         ],
         events=latest,
         names=names,

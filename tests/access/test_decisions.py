@@ -130,41 +130,11 @@ def test_the_index_follows_the_database_through_the_change_log(engine, badges):
     with read_session(engine) as s:
         behind.load(s)
     with write_session(engine) as s:
-        set_windows(
-            s,
-            "visit",
-            2,
-            court1,
-            [badges[1][0]],
-            now - timedelta(minutes=1),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
-        set_windows(
-            s,
-            "visit",
-            3,
-            court1,
-            [badges[2][0]],
-            now - timedelta(minutes=1),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
+        _open(s, 2, court1, [badges[1][0]], now, since_minutes=1)
+        _open(s, 3, court1, [badges[2][0]], now, since_minutes=1)
     with write_session(engine) as s:
         trim_changes(s, now + timedelta(days=1))
-        set_windows(
-            s,
-            "visit",
-            4,
-            court1,
-            [badges[3][0]],
-            now - timedelta(minutes=1),
-            now + timedelta(hours=1),
-            "authorized",
-            active=True,
-        )
+        _open(s, 4, court1, [badges[3][0]], now, since_minutes=1)
     with read_session(engine) as s:
         behind.refresh(s)
     assert all(behind.decide(gate, "badge", badges[i][2], now).allowed for i in (1, 2, 3))
