@@ -112,6 +112,11 @@ class DecisionRequest(BaseModel):
     door: str = Field(min_length=1, max_length=63)
     kind: Literal["badge", "pin", "ble", "key", "qr"] = "badge"
     value: str = Field(min_length=1, max_length=128)
+    spelling: Literal["hex", "hex_compact", "decimal"] = Field(
+        default="hex",
+        description="badges: how the reader wrote the card: hex (two digits per byte), hex_compact (bytes "
+        "without leading zeros, as Arduino readers print them) or decimal (Wiegand)",
+    )
 
 
 class DecisionPublic(BaseModel):
@@ -136,17 +141,19 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
     if row is None:
         raise NotFound("door_not_found", f"no door {data.door!r}", field="door")
     now = utcnow()
-    decision = index.decide(row.id, data.kind, data.value, now)  # type: ignore[arg-type]
+    value = data.value.strip().replace(":", "").replace(" ", "") if data.kind == "badge" else data.value
+    decision = index.decide(row.id, data.kind, value, now, (data.spelling,))  # type: ignore[arg-type]
     ctl = session.get(Controller, row.controller_id)
     event = events.record(
         session,
         DoorEvent(
             ctl.key,  # type: ignore[union-attr]
             "granted" if decision.allowed else "denied",
-            data.value,
+            value,
             row.output,
             now,
             {"reason": decision.reason},
+            (data.spelling,),
         ),
         decided_by="gateway",
         credential_kind=data.kind,

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, delete, select
 
 from access.desired import ONLINE
 from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource
+from access.protocol import card_spellings, presented_key
 from bookgate.db import read_session, utcnow
 
 log = logging.getLogger("bookgate.decisions")
@@ -74,8 +75,9 @@ def _ts(value: datetime | None) -> float | None:
 class DecisionIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # badges under ("badge:<spelling>", spelled) for each way a reader may spell them; else (kind, value)
         self._creds: dict[tuple[str, str], _Cred] = {}
-        self._cred_key: dict[int, tuple[str, str]] = {}
+        self._cred_key: dict[int, tuple[tuple[str, str], ...]] = {}
         self._windows: dict[int, dict[str, tuple[_Win, ...]]] = defaultdict(dict)
         self._users_of: dict[str, set[int]] = defaultdict(set)
         self._resources_of_door: dict[int, frozenset[int]] = {}
@@ -94,12 +96,15 @@ class DecisionIndex:
         built into fresh tables and swapped in at once, so decisions never see a half-loaded index."""
         now = now or utcnow()
         last = session.exec(select(func.max(AccessChange.id))).one() or 0
+        # entries already visible are in what is loaded below; later ones below `last` are not
+        seen = set(session.exec(select(AccessChange.id).where(AccessChange.at >= now - LATE)).all())
         fresh = DecisionIndex()
         creds = session.exec(
             select(
                 Credential.id,
                 Credential.user_id,
                 Credential.kind,
+                Credential.format,
                 Credential.value,
                 Credential.valid_from,
                 Credential.valid_until,
@@ -145,6 +150,7 @@ class DecisionIndex:
                 fresh._door_key,
             )
             self.last_change = last
+            self._recent = seen  # type: ignore[assignment]
             self.loaded = True
 
     def _load_doors(self, session: Session) -> None:
@@ -161,30 +167,39 @@ class DecisionIndex:
             self._door_key[d.key] = d.id  # type: ignore[assignment]
 
     def _put_cred(self, c: Credential) -> None:
-        old = self._cred_key.pop(c.id, None)  # type: ignore[arg-type]
-        if old is not None:
+        for old in self._cred_key.pop(c.id, ()):  # type: ignore[arg-type]
             self._creds.pop(old, None)
         if c.revoked_at is not None:
             return
-        key = (c.kind, c.value)
-        self._creds[key] = _Cred(c.id, c.user_id, _ts(c.valid_from), _ts(c.valid_until))  # type: ignore[arg-type]
-        self._cred_key[c.id] = key  # type: ignore[index]
+        if c.kind == "badge":
+            keys = tuple((f"badge:{sp}", v) for sp, v in card_spellings(c.format, c.value).items())
+        else:
+            keys = ((c.kind, c.value),)
+        entry = _Cred(c.id, c.user_id, _ts(c.valid_from), _ts(c.valid_until))  # type: ignore[arg-type]
+        for key in keys:
+            self._creds[key] = entry
+        self._cred_key[c.id] = keys  # type: ignore[index]
 
     def _put_source(self, source: str, rows: list[AccessWindow]) -> None:
-        for uid in self._users_of.pop(source, ()):
-            per_user = self._windows.get(uid)
-            if per_user is not None:
-                per_user.pop(source, None)
-                if not per_user:
-                    del self._windows[uid]
+        """Replace one source's windows. Each affected person's table is rebuilt aside and swapped in
+        whole, so a decision made meanwhile (without the lock) sees the old windows or the new ones,
+        never a moment with neither."""
         by_user: dict[int, list[_Win]] = defaultdict(list)
         for w in rows:
             if w.mode == "free":
                 continue  # a held-open door grants nobody in particular
             by_user[w.user_id].append((w.resource_id, w.start.timestamp(), w.end.timestamp(), w.mode in ONLINE, source))
-        for uid, wins in by_user.items():
-            self._windows[uid][source] = tuple(wins)
-            self._users_of[source].add(uid)
+        before = self._users_of.pop(source, set())
+        for uid in before | set(by_user):
+            per_user = {k: v for k, v in self._windows.get(uid, {}).items() if k != source}
+            if uid in by_user:
+                per_user[source] = tuple(by_user[uid])
+            if per_user:
+                self._windows[uid] = per_user
+            else:
+                self._windows.pop(uid, None)
+        if by_user:
+            self._users_of[source] = set(by_user)
 
     def refresh(self, session: Session, now: datetime | None = None) -> int:
         """Replay the change log since the last call; returns how many entries were applied.
@@ -233,8 +248,7 @@ class DecisionIndex:
                 self._put_cred(c)
                 found.add(c.id)
             for gone in cred_ids - found:  # deleted with its user
-                key = self._cred_key.pop(gone, None)
-                if key is not None:
+                for key in self._cred_key.pop(gone, ()):
                     self._creds.pop(key, None)
             if doors:
                 self._load_doors(session)
@@ -247,16 +261,19 @@ class DecisionIndex:
         t = now.timestamp()
         dropped = 0
         with self._lock:
-            for uid in list(self._windows):
-                per_user = self._windows[uid]
-                for source in list(per_user):
-                    if all(w[2] <= t for w in per_user[source]):
-                        del per_user[source]
-                        self._users_of[source].discard(uid)
-                        if not self._users_of[source]:
-                            del self._users_of[source]
-                        dropped += 1
-                if not per_user:
+            for uid, per_user in list(self._windows.items()):
+                ended = [source for source, wins in per_user.items() if all(w[2] <= t for w in wins)]
+                if not ended:
+                    continue
+                for source in ended:
+                    self._users_of[source].discard(uid)
+                    if not self._users_of[source]:
+                        del self._users_of[source]
+                dropped += len(ended)
+                kept = {k: v for k, v in per_user.items() if k not in ended}
+                if kept:
+                    self._windows[uid] = kept  # swapped whole, as in _put_source
+                else:
                     del self._windows[uid]
         return dropped
 
@@ -268,12 +285,25 @@ class DecisionIndex:
     def door_by_key(self, key: str) -> int | None:
         return self._door_key.get(key)
 
-    def decide(self, door_id: int, kind: str, value: str, at: datetime) -> Decision:
+    def find(self, kind: str, value: str, spellings: tuple[str, ...] = ("hex",)) -> _Cred | None:
+        """The live credential a presented value names (badges: in each spelling the reader may use)."""
+        if kind != "badge":
+            return self._creds.get((kind, value))
+        for spelling in spellings:
+            key = presented_key(spelling, value)
+            cred = self._creds.get((f"badge:{spelling}", key)) if key is not None else None
+            if cred is not None:
+                return cred
+        return None
+
+    def decide(
+        self, door_id: int, kind: str, value: str, at: datetime, spellings: tuple[str, ...] = ("hex",)
+    ) -> Decision:
         t = at.timestamp()
         resources = self._resources_of_door.get(door_id)
         if resources is None:
             return Decision(False, "unknown_door")
-        cred = self._creds.get((kind, value.upper() if kind == "badge" else value))
+        cred = self.find(kind, value, spellings)
         if cred is None:
             return Decision(False, "unknown_credential")
         if (cred.valid_from is not None and t < cred.valid_from) or (

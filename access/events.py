@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
+from sqlalchemy import case
 from sqlmodel import Session, col, select
 
 from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource
-from access.protocol import DoorEvent
+from access.protocol import DoorEvent, presented_key
 from bookgate.auth import Principal
 from bookgate.errors import Invalid, NotFound
 
@@ -42,9 +43,29 @@ def _door_for(session: Session, controller: Controller, output: int | None) -> D
     return doors[0] if len(doors) == 1 else None  # a tamper report names no relay
 
 
-def _credential_for(session: Session, kind: str, value: str) -> Credential | None:
-    value = value.upper() if kind == "badge" else value
-    return session.exec(select(Credential).where(Credential.kind == kind, Credential.value == value)).first()
+def credential_for(session: Session, kind: str, value: str, spellings: tuple[str, ...] = ("hex",)) -> Credential | None:
+    """The credential a reader's string names. Badges are tried in each spelling the reader may use
+    (the controller's driver says which); other kinds are compared as stored."""
+    if kind != "badge":
+        return session.exec(select(Credential).where(Credential.kind == kind, Credential.value == value)).first()
+    for spelling in spellings:
+        key = presented_key(spelling, value)
+        if key is None:
+            continue
+        if spelling == "hex_compact":
+            where = (Credential.format == "uid", Credential.compact == key)
+        elif spelling == "hex":
+            where = (col(Credential.format).in_(["uid", "em4100"]), Credential.value == key)
+        else:
+            where = (Credential.format == "wiegand", Credential.value == key)
+        found = session.exec(
+            select(Credential)
+            .where(Credential.kind == "badge", *where)
+            .order_by(case((col(Credential.revoked_at).is_(None), 0), else_=1))
+        ).first()
+        if found is not None:
+            return found
+    return None
 
 
 def explaining_window(session: Session, door_id: int, user_id: int, at: datetime) -> AccessWindow | None:
@@ -78,7 +99,11 @@ def record(
         log.warning("door event from unknown controller %r ignored", event.controller_key)
         return None
     door = _door_for(session, ctl, event.door_output)
-    cred = _credential_for(session, credential_kind, event.credential_uid) if event.credential_uid else None
+    cred = (
+        credential_for(session, credential_kind, event.credential_uid, event.spellings)
+        if event.credential_uid
+        else None
+    )
     window = explaining_window(session, door.id, cred.user_id, event.at) if door and cred else None  # type: ignore[arg-type]
     source = f"{window.source_type}:{window.source_id}" if window else None
     row = AccessEvent(

@@ -58,16 +58,25 @@ class DoorResource(SQLModel, table=True):
 
 
 class Credential(SQLModel, table=True):
-    """What a person presents at a door: a badge UID, a PIN, a BLE key id, a key-cabinet slot, a QR."""
+    """What a person presents at a door: a badge UID, a PIN, a BLE key id, a key-cabinet slot, a QR.
 
-    __table_args__ = (UniqueConstraint("kind", "value"),)
+    A badge is stored canonically (``access.protocol.canonical_card``): its ``format`` says whether
+    ``value`` is an ISO 14443 serial, an EM4100 tag or a Wiegand number, and ``compact`` keeps the
+    serial as byte-per-digit readers spell it, so a presented card finds its owner by an index."""
+
+    __table_args__ = (
+        UniqueConstraint("kind", "format", "value", name="uq_credential_kind_format_value"),
+        Index("ix_credential_compact", "compact"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(
         sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     kind: str = Field(max_length=10)
+    format: str = Field(default="", max_length=10, description="badges: uid, em4100 or wiegand")
     value: str = Field(max_length=128, description="card UID, PIN, BLE key id, cabinet slot")
+    compact: str | None = Field(default=None, max_length=40, description="uid badges: bytes without leading zeros")
     label: str = Field(default="", max_length=100)
     valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
     valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
+    "CARD_FORMATS",
+    "SPELLINGS",
     "Availability",
     "Booted",
     "Command",
@@ -31,6 +33,9 @@ __all__ = [
     "Revoke",
     "Unlock",
     "UserList",
+    "canonical_card",
+    "card_spellings",
+    "presented_key",
     "utc",
 ]
 
@@ -47,6 +52,79 @@ def utc(value: datetime, name: str = "datetime") -> datetime:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+# --------------------------------------------------------------------------- card identities
+#
+# A badge is stored once, canonically, and spelled the way each reader will present it. Formats:
+#   uid      the serial of an ISO 14443 card (MIFARE, NTAG, DESFire): 4, 7 or 10 bytes, kept as lower-case
+#            hex with two digits per byte ("04a1b2c3");
+#   em4100   a 125 kHz EM4100 tag's 5 bytes, the same way ("0a1b2c3d4e");
+#   wiegand  the number a Wiegand reader reports for the card, in decimal ("1234567").
+# Spellings (how a reader writes a card down): "hex" (two digits per byte), "hex_compact" (each byte in
+# hex without its leading zero, as Arduino's String(byte, HEX) does: 0x0a 0x1b -> "a1b") and "decimal".
+# Drivers know which spelling their reader uses; the gateway matches a presented string back to a card
+# through ``presented_key``, so neither side guesses the other's case or padding.
+
+CARD_FORMATS: tuple[str, ...] = ("uid", "em4100", "wiegand")
+SPELLINGS: tuple[str, ...] = ("hex", "hex_compact", "decimal")
+UID_LENGTHS = (4, 7, 10)
+_SEPARATORS = str.maketrans("", "", " :-")
+_HEX = frozenset("0123456789abcdef")
+
+
+def canonical_card(card_format: str, raw: str) -> str:
+    """The stored form of a card; ``ValueError`` says what is wrong in words a person can act on."""
+    text = raw.strip().lower().translate(_SEPARATORS)
+    if card_format == "wiegand":
+        if not text.isdigit() or not text.isascii():
+            raise ValueError("a Wiegand card number is the decimal number the reader reports")
+        number = int(text)
+        if number >= 2**64:
+            raise ValueError("a Wiegand card number has at most 64 bits")
+        return str(number)
+    if card_format not in ("uid", "em4100"):
+        raise ValueError(f"unknown card format {card_format!r} (uid, em4100 or wiegand)")
+    if not text or not set(text) <= _HEX:
+        raise ValueError("a card serial is written in hexadecimal, two digits per byte")
+    if len(text) % 2:
+        raise ValueError(
+            "a card serial needs two hex digits per byte (write 0a, not a): an odd count cannot say which byte "
+            "lost its leading zero"
+        )
+    size = len(text) // 2
+    if card_format == "uid" and size not in UID_LENGTHS:
+        hint = " (5 bytes is an EM4100 125 kHz tag: use format em4100)" if size == 5 else ""
+        raise ValueError(f"an ISO 14443 card serial has 4, 7 or 10 bytes, not {size}{hint}")
+    if card_format == "em4100" and size != 5:
+        raise ValueError(f"an EM4100 tag number has 5 bytes, not {size}")
+    return text
+
+
+def compact_hex(value: str) -> str:
+    """Each byte of a canonical hex serial without its leading zero (Arduino's ``String(b, HEX)``)."""
+    return "".join(format(b, "x") for b in bytes.fromhex(value))
+
+
+def card_spellings(card_format: str, value: str) -> dict[str, str]:
+    """Every way some reader may present the card ``value`` (canonical) of ``card_format``."""
+    if card_format == "uid":
+        return {"hex": value, "hex_compact": compact_hex(value)}
+    if card_format == "em4100":
+        return {"hex": value}
+    if card_format == "wiegand":
+        return {"decimal": value}
+    return {}
+
+
+def presented_key(spelling: str, raw: str) -> str | None:
+    """A presented string normalised for lookup in ``spelling``; None if it cannot be one."""
+    text = raw.strip().lower()
+    if spelling in ("hex", "hex_compact"):
+        return text if text and set(text) <= _HEX else None
+    if spelling == "decimal":
+        return str(int(text)) if text.isdigit() and text.isascii() else None
+    return None
 
 
 # --------------------------------------------------------------------------- commands (gateway -> driver)
@@ -67,6 +145,7 @@ class Grant:
     valid_from: datetime
     valid_until: datetime
     pin: str | None = None
+    credential_format: str = "uid"  # how to read credential_uid (see card identities above)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "valid_from", utc(self.valid_from, "valid_from"))
@@ -84,6 +163,7 @@ class Revoke:
     command_id: str
     door_output: int
     credential_uid: str
+    credential_format: str = "uid"
 
     def __post_init__(self) -> None:
         _require(bool(self.command_id), "command_id is required")
@@ -107,7 +187,10 @@ class Unlock:
 
 @dataclass(frozen=True, slots=True)
 class FullSync:
-    """Replace everything the controller holds by exactly ``grants`` (after a reboot or reconnect)."""
+    """Bring the controller to hold exactly ``grants`` (after a reboot or reconnect, and to reconcile).
+
+    Drivers that can read back what the controller holds apply it by difference: a controller that
+    already matches is not written to at all."""
 
     command_id: str
     grants: Sequence[Grant] = ()
@@ -132,12 +215,16 @@ Command: TypeAlias = Grant | Revoke | Unlock | FullSync | ListUsers
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
-    """The outcome of one command after the driver's own retries: ``ok`` only when acknowledged."""
+    """The outcome of one command after the driver's own retries: ``ok`` only when acknowledged.
+
+    ``changes`` says what the command changed on the controller where the driver can tell (a
+    ``FullSync`` applied by difference: ``added``, ``rewritten``, ``removed`` card UIDs)."""
 
     command_id: str
     ok: bool
     detail: str = ""
     attempts: int = 0
+    changes: dict[str, list[str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- reports (driver -> gateway)
@@ -148,7 +235,10 @@ DOOR_EVENT_KINDS: frozenset[str] = frozenset({"granted", "denied", "forced", "he
 
 @dataclass(frozen=True, slots=True)
 class DoorEvent:
-    """Something happened at a door. ``at`` is when the gateway received it (device clocks drift)."""
+    """Something happened at a door. ``at`` is when the gateway received it (device clocks drift).
+
+    ``credential_uid`` is the card as the reader spelled it; ``spellings`` are the ways that reader may
+    spell a card (one per reader chip wired to the controller), tried in order to find its owner."""
 
     controller_key: str
     kind: DoorEventKind
@@ -156,10 +246,12 @@ class DoorEvent:
     door_output: int | None
     at: datetime
     raw: dict[str, Any] = field(default_factory=dict)
+    spellings: tuple[str, ...] = ("hex",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", utc(self.at, "at"))
         _require(self.kind in DOOR_EVENT_KINDS, f"unknown door event kind {self.kind!r}")
+        _require(all(s in SPELLINGS for s in self.spellings), f"unknown spelling in {self.spellings!r}")
 
 
 @dataclass(frozen=True, slots=True)

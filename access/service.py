@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from access.decisions import note_credential
 from access.desired import Cred, DesiredState, Window, desired_state
 from access.models import AccessWindow, Controller, Credential, Door, DoorResource
+from access.protocol import canonical_card, compact_hex
 from access.windows import replan_user
 from bookgate import audit
 from bookgate.auth import Principal
@@ -23,6 +24,7 @@ from bookgate.errors import Conflict, Forbidden, Invalid, NotFound
 from bookgate.models import Role, RoleGrant, User, Venue
 
 CredentialKind = Literal["badge", "pin", "ble", "key", "qr"]
+CardFormat = Literal["uid", "em4100", "wiegand"]
 
 
 # ---------------------------------------------------------------- doors
@@ -167,9 +169,14 @@ def door_grants(session: Session, door: Door, now: datetime | None = None) -> Do
 
 
 class CredentialCreate(BaseModel):
+    """A badge's ``value`` is its card serial in hex, two digits per byte (``04:A1:B2:C3`` or ``04a1b2c3``;
+    ``format`` uid, the default, or em4100 for 5-byte 125 kHz tags), or with ``format: wiegand`` the
+    decimal number a Wiegand reader reports. It is stored canonically and spelled for each reader."""
+
     model_config = ConfigDict(extra="forbid")
     kind: CredentialKind
     value: str = Field(min_length=1, max_length=128)
+    format: CardFormat | None = Field(default=None, description="badges only: uid (default), em4100, wiegand")
     label: str = Field(default="", max_length=100)
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None
@@ -178,8 +185,11 @@ class CredentialCreate(BaseModel):
     def _check(self) -> CredentialCreate:
         if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
             raise ValueError("valid_until must be after valid_from")
-        if self.kind == "badge" and not all(ch in "0123456789abcdefABCDEF" for ch in self.value):
-            raise ValueError("a badge value is the card UID in hexadecimal")
+        if self.kind == "badge":
+            self.format = self.format or "uid"
+            self.value = canonical_card(self.format, self.value)
+        elif self.format is not None:
+            raise ValueError("format applies to badges only")
         if self.kind == "pin" and not (self.value.isdigit() and 4 <= len(self.value) <= 8):
             raise ValueError("a PIN is 4 to 8 digits")
         return self
@@ -189,7 +199,8 @@ class CredentialPublic(BaseModel):
     id: int
     user_id: int
     kind: str
-    value: str = Field(description="PINs are masked")
+    format: str = Field(description="badges: uid, em4100 or wiegand; empty for other kinds")
+    value: str = Field(description="PINs are masked; badges in their canonical form")
     label: str
     valid_from: datetime | None
     valid_until: datetime | None
@@ -202,6 +213,7 @@ def credential_public(c: Credential) -> CredentialPublic:
         id=c.id,
         user_id=c.user_id,
         kind=c.kind,
+        format=c.format,
         value=value,
         label=c.label,  # type: ignore[arg-type]
         valid_from=c.valid_from,
@@ -232,11 +244,31 @@ def require_credential_manager(session: Session, principal: Principal, user_id: 
 
 def add_credential(session: Session, principal: Principal, user_id: int, data: CredentialCreate) -> Credential:
     require_credential_manager(session, principal, user_id)
-    value = data.value.upper() if data.kind == "badge" else data.value
+    card_format = (data.format or "uid") if data.kind == "badge" else ""
+    compact = compact_hex(data.value) if card_format == "uid" else None
+    if compact is not None:
+        # Readers that drop leading zeros would read both cards as one: whoever holds one opens for the other.
+        twin = session.exec(
+            select(Credential.id).where(
+                Credential.kind == "badge",
+                Credential.compact == compact,
+                Credential.value != data.value,
+                col(Credential.revoked_at).is_(None),
+            )
+        ).first()
+        if twin is not None:
+            raise Conflict(
+                "credential_ambiguous",
+                "some readers would read this card exactly as another registered card "
+                f"({compact!r}): it cannot be told apart safely",
+                field="value",
+            )
     cred = Credential(
         user_id=user_id,
         kind=data.kind,
-        value=value,
+        format=card_format,
+        value=data.value,
+        compact=compact,
         label=data.label,
         valid_from=data.valid_from,
         valid_until=data.valid_until,
@@ -255,7 +287,7 @@ def add_credential(session: Session, principal: Principal, user_id: int, data: C
         "credential.add",
         "credential",
         cred.id,
-        after={"user_id": user_id, "kind": data.kind, "label": data.label},
+        after={"user_id": user_id, "kind": data.kind, "format": card_format, "label": data.label},
     )
     return cred
 

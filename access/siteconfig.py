@@ -1,10 +1,17 @@
-"""Writes the controllers, doors and door links that a site file describes."""
+"""Writes the controllers, doors and door links that a site file describes.
+
+A change to doors or their links reaches everything that decides from them in the same
+transaction: the online-decision index (through the change log) and the transitions of the
+windows on the resources whose doors changed (re-planned from now)."""
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from access.models import Controller, Door, DoorResource
+from access.decisions import note_doors
+from access.models import AccessWindow, Controller, Door, DoorResource
+from access.transitions import plan_source
+from bookgate.db import utcnow
 from bookgate.upsert import ImportReport, upsert
 from config.site import SiteConfig
 
@@ -12,6 +19,8 @@ from config.site import SiteConfig
 def apply_site(
     session: Session, site_id: int, site: SiteConfig, resource_ids: dict[str, int], report: ImportReport
 ) -> None:
+    changes_before = len(report.changes)
+    relinked: set[int] = set()
     controller_ids: dict[str, int] = {}
     for ctl in site.controllers:
         row = upsert(
@@ -53,6 +62,18 @@ def apply_site(
             link = session.get(DoorResource, (row.id, rid))
             session.delete(link)
         if wanted != have:
+            relinked |= wanted ^ have
             report.updated["door_resource"] += 1
             report.changes.append(f"relinked door {door.key}")
     session.flush()
+    if len(report.changes) != changes_before:
+        note_doors(session)
+    if relinked:
+        now = utcnow()
+        sources = session.exec(
+            select(AccessWindow.source_type, AccessWindow.source_id)
+            .where(col(AccessWindow.resource_id).in_(relinked), AccessWindow.end > now)
+            .distinct()
+        ).all()
+        for source_type, source_id in sources:
+            plan_source(session, source_type, source_id, now)

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from access.desired import DoorGrant
 from access.models import Controller, Credential, Door
-from access.protocol import FullSync, Grant, UserList
+from access.protocol import FullSync, Grant
 from access.service import state_for_doors
 from bookgate.models import User
 
@@ -53,28 +53,11 @@ def full_sync(session: Session, key: str, now: datetime) -> FullSync:
             names.get(creds[g.credential_id].user_id, ""),
             g.valid_from,
             g.valid_until,
+            credential_format=creds[g.credential_id].format,
         )
         for g in first.values()
     ]
     return FullSync(f"sync-{key}-{secrets.token_hex(4)}", grants)
-
-
-def differences(desired: FullSync, held: UserList) -> dict[str, list[str]]:
-    """What a controller's read-back says against its desired state: cards missing, cards that
-    should not be there, and cards whose window differs (when the device reports windows)."""
-    want: dict[str, tuple[int, int]] = {}
-    for g in desired.grants:
-        want[g.credential_uid] = (int(g.valid_from.timestamp()), int(g.valid_until.timestamp()))
-    wrong = [
-        uid
-        for uid, (since, until) in held.windows.items()
-        if uid in want and (int(since.timestamp()), int(until.timestamp())) != want[uid]
-    ]
-    return {
-        "missing": sorted(set(want) - held.uids),
-        "extra": sorted(held.uids - set(want)),
-        "wrong_window": sorted(wrong),
-    }
 
 
 class ControllerPublic(BaseModel):

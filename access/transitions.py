@@ -3,13 +3,17 @@
 For a badge window the grant is due `PRELOAD` ahead of the window (controllers that keep
 validity windows enforce it themselves, so a network cut at the start locks nobody out) and
 the revoke at its end; for a `free` window the door opens at the start and closes at the end.
-Rewriting a source replaces its pending rows; rows already done stay as history.
+Rewriting a source replaces its pending rows; rows already done stay as history. A row a
+dispatcher has claimed is in flight: its command may be on the wire, so it is neither deleted nor
+forgotten. It settles by itself, and a revoke is planned behind it exactly as for a done grant
+(the dispatcher does not claim the revoke while the grant for the same door and card is in flight).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, delete, select
 
 from access.desired import PRELOADED
@@ -31,7 +35,11 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
     """Replace the pending transitions of one source by those its current windows need."""
     now = now or utcnow()
     source = f"{source_type}:{source_id}"
-    session.exec(delete(Transition).where(Transition.source == source, Transition.status == "pending"))  # type: ignore[call-overload]
+    session.exec(
+        delete(Transition).where(  # type: ignore[call-overload]
+            Transition.source == source, Transition.status == "pending", not_in_flight(now)
+        )
+    )
     windows = session.exec(
         select(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)
     ).all()
@@ -83,10 +91,27 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
     return len(rows)
 
 
+def in_flight(now: datetime):  # type: ignore[no-untyped-def]
+    """A pending row some dispatcher has claimed and whose lease runs: its command may be sent."""
+    return and_(
+        Transition.status == "pending",
+        col(Transition.claimed_until).is_not(None),
+        col(Transition.claimed_until) >= now,
+    )
+
+
+def not_in_flight(now: datetime):  # type: ignore[no-untyped-def]
+    return or_(col(Transition.claimed_until).is_(None), col(Transition.claimed_until) < now)
+
+
 def _revoke_done(session: Session, source: str, now: datetime) -> int:
+    """One revoke (or close), due now, for every door and card this source may have granted:
+    grants done, and grants in flight whose acknowledgement has not come back yet."""
     done = session.exec(
         select(Transition).where(
-            Transition.source == source, Transition.status == "done", col(Transition.action).in_(["grant", "open"])
+            Transition.source == source,
+            or_(Transition.status == "done", in_flight(now)),
+            col(Transition.action).in_(["grant", "open"]),
         )
     ).all()
     seen = set()

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, insert, select
 
 import schedules.dispatch as dispatch
 from access.models import Controller, Credential, Door, DoorResource
+from access.protocol import compact_hex
 from bench.common import pg_reachable, site_document
 from bms.models import Resource
 from bookgate.audit import SYSTEM
@@ -119,7 +120,14 @@ def populate_site(engine: Engine, n: int, prefix: str) -> Site:
 
 
 def badge_uid(i: int) -> str:
-    return f"{0xB0000000 + i:08X}"
+    """A canonical 4-byte card serial whose bytes are all 0x10 or more, so that the MFRC522
+    spelling the simulated readers use (no leading zeros) is the same string: the benchmarks
+    compare what devices hold against these values."""
+    digits = []
+    for _ in range(3):
+        i, rest = divmod(i, 240)
+        digits.append(0x10 + rest)
+    return bytes([0xB0, *reversed(digits)]).hex()
 
 
 def add_badge_holders(engine: Engine, n: int, *, batch: int = 20_000) -> list[tuple[int, int, str]]:
@@ -142,7 +150,15 @@ def add_badge_holders(engine: Engine, n: int, *, batch: int = 20_000) -> list[tu
         with engine.begin() as conn:
             uids = conn.execute(insert(User).returning(User.id, sort_by_parameter_order=True), users).scalars().all()
             creds = [
-                {"user_id": uid, "kind": "badge", "value": badge_uid(i), "label": "", "created_at": now}
+                {
+                    "user_id": uid,
+                    "kind": "badge",
+                    "format": "uid",
+                    "value": badge_uid(i),
+                    "compact": compact_hex(badge_uid(i)),
+                    "label": "",
+                    "created_at": now,
+                }
                 for uid, i in zip(uids, range(lo, hi), strict=True)
             ]
             cids = (

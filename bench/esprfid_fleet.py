@@ -82,7 +82,7 @@ def main() -> None:
             if verb == "reset":
                 for device in fleet.devices:
                     with device._lock:
-                        device.users.clear()
+                        device.files.clear()
                     receipts[device.topic].clear()
                 answer(ok=True)
             elif verb == "dump":

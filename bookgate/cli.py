@@ -77,7 +77,7 @@ def _start_demo_controllers(settings: Settings) -> str | None:
             return None
         print(f"  embedded MQTT broker   {url}")
     topics = [
-        f"{c.settings['topic']}@{c.settings['doorip']}"
+        f"{c.settings['topic']}@{c.settings['doorip']}@{c.settings.get('reader', 'mfrc522')}"
         for site in load_site_file(example_path()).sites
         for c in site.controllers
         if c.driver == "esprfid"
@@ -95,7 +95,7 @@ def _start_demo_controllers(settings: Settings) -> str | None:
         while True:
             time.sleep(20)
             try:
-                random.choice(fleet.devices).present(random.choice(badges))
+                random.choice(fleet.devices).present_card(bytes.fromhex(random.choice(badges)))
             except Exception:  # the demo goes on whatever one presentation does
                 logging.getLogger("bookgate.demo").exception("a demo presentation failed")
 

@@ -38,11 +38,9 @@ from access.protocol import (
     ControllerUnavailable,
     DoorEvent,
     Heartbeat,
-    ListUsers,
     Unlock,
-    UserList,
 )
-from access.supervision import differences, full_sync, set_state
+from access.supervision import full_sync, set_state
 from bookgate import audit
 from bookgate.audit import SYSTEM
 from bookgate.db import read_session, utcnow, write_session
@@ -134,7 +132,7 @@ class DriverHost:
         door = index.door_id(report.controller_key, report.door_output)
         if door is None:
             return False
-        decision = index.decide(door, "badge", report.credential_uid, report.at)
+        decision = index.decide(door, "badge", report.credential_uid, report.at, report.spellings)
         if not (decision.allowed and decision.online):
             return False
         command = Unlock(f"online-{secrets.token_hex(4)}", report.door_output)
@@ -200,23 +198,27 @@ class DriverHost:
         return {key: result.ok for key, result in zip(keys, results, strict=True)}
 
     def reconcile(self, key: str) -> dict[str, list[str]] | None:
-        """Read back what the controller holds; repair it with a full sync if it differs.
+        """Read back what the controller holds and repair it by difference (the driver's FullSync).
 
-        Returns the differences found (empty lists when it matched), None if it could not be read."""
-        result = self.send(key, ListUsers(f"reconcile-{secrets.token_hex(4)}"))
-        if not result.ok:
-            log.warning("reconcile: %s did not list its cards: %s", key, result.detail)
-            return None
-        held: UserList = self.driver.held_users(key)
+        Returns what was changed (empty when it already matched: nothing written, nothing audited),
+        None if it could not be read or repaired."""
         with read_session(self.engine) as s:
             desired = full_sync(s, key, utcnow())
-        diff = differences(desired, held)
-        if any(diff.values()):
-            log.warning("reconcile: %s differs from its desired state: %s", key, diff)
-            ok = self.resync(key)
+        result = self.send(key, desired)
+        if result.changes:
+            log.warning("reconcile: %s differed from its desired state: %s", key, result.changes)
             with write_session(self.engine) as s:
-                audit.record(s, SYSTEM, "controller.reconciled", "controller", key, repaired=ok, **diff)
-        return diff
+                audit.record(
+                    s, SYSTEM, "controller.reconciled", "controller", key, repaired=result.ok, **result.changes
+                )
+        if not result.ok:
+            log.warning("reconcile of %s failed: %s", key, result.detail)
+            with write_session(self.engine) as s:
+                set_state(s, key, "degraded", utcnow())
+            return None
+        with write_session(self.engine) as s:
+            set_state(s, key, "online", utcnow(), synced=True)
+        return result.changes
 
     def supervise(self) -> int:
         """Controllers that missed their heartbeats (or whose last will said so) are `offline`.
@@ -250,7 +252,7 @@ class DriverHost:
             if key not in self.driver.keys():
                 continue
             diff = self.reconcile(key)
-            repaired += bool(diff and any(diff.values()))
+            repaired += bool(diff)
         return repaired
 
     def stop(self) -> None:
@@ -270,6 +272,7 @@ def start_esprfid(engine: Engine, mqtt_url: str, decisions: DecisionIndex | None
             str(c.settings["topic"]),
             str(c.settings.get("doorip", "")),
             heartbeat_interval=float(c.settings.get("heartbeat_seconds", 180)),
+            reader=str(c.settings.get("reader", "mfrc522")),
         )
         for c in rows
         if c.settings.get("doorip")

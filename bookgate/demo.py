@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from access.models import Credential
+from access.protocol import compact_hex
 from bookgate import auth
 from bookgate.audit import SYSTEM
 from bookgate.db import write_session
@@ -41,8 +42,10 @@ ACCOUNTS = (
         tuple(auth.RoleIn(role="venue_manager", venue=v) for v in ("sports", "common-rooms", "garage")),
     ),
     DemoAccount(f"reception@{DOMAIN}", "Rita Reception", None, (auth.RoleIn(role="reception", site=SITE),)),
-    DemoAccount(f"alice@{DOMAIN}", "Alice Martin", "A-12", (auth.RoleIn(role="resident", site=SITE),), "04A1B2C3D4"),
-    DemoAccount(f"bob@{DOMAIN}", "Bob Durand", "B-03", (auth.RoleIn(role="resident", site=SITE),), "04B0B0B0B0"),
+    DemoAccount(
+        f"alice@{DOMAIN}", "Alice Martin", "A-12", (auth.RoleIn(role="resident", site=SITE),), "04a10b2c3d4e80"
+    ),
+    DemoAccount(f"bob@{DOMAIN}", "Bob Durand", "B-03", (auth.RoleIn(role="resident", site=SITE),), "04b0b005b0b080"),
 )
 
 
@@ -76,5 +79,14 @@ def prepare(engine: Engine) -> list[tuple[str, str, str]]:
                 and s.exec(select(Credential).where(Credential.kind == "badge", Credential.value == acct.badge)).first()
                 is None
             ):
-                s.add(Credential(user_id=user.id, kind="badge", value=acct.badge, label="demo badge"))  # type: ignore[arg-type]
+                s.add(
+                    Credential(
+                        user_id=user.id,  # type: ignore[arg-type]
+                        kind="badge",
+                        format="uid",
+                        value=acct.badge,
+                        compact=compact_hex(acct.badge),
+                        label="demo badge",
+                    )
+                )
     return out

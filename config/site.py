@@ -195,6 +195,12 @@ class EsprfidSettings(Strict):
         pattern=r"^\d{1,3}(\.\d{1,3}){3}$", description="the device's IP: esp-rfid checks it in commands"
     )
     mqtt_username: str | None = None
+    reader: Literal["mfrc522", "wiegand", "pn532", "rdm6300", "rdm6300+mfrc522", "rdm6300+wiegand", "rdm6300+pn532"] = (
+        Field(
+            default="mfrc522",
+            description="the device's reader type (its hardware setting): how it spells the cards it reads",
+        )
+    )
     heartbeat_seconds: int = Field(
         default=180, ge=1, le=86_400, description="the device's heartbeat period (firmware default 180 s)"
     )

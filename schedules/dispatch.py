@@ -70,6 +70,21 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         ).all()
         if not rows:
             return []
+        # A row whose door and card have a command in flight (claimed by a batch still waiting for its
+        # acknowledgement, here or on another node) waits: sent now, it could overtake that command.
+        busy = set(
+            s.exec(
+                select(Transition.door_id, Transition.credential_id).where(
+                    Transition.status == "pending",
+                    Transition.due_at <= now,
+                    col(Transition.claimed_until).is_not(None),
+                    col(Transition.claimed_until) >= now,
+                )
+            ).all()
+        )
+        rows = [t for t in rows if (t.door_id, t.credential_id) not in busy]
+        if not rows:
+            return []
         wanted = {t.controller_id for t in rows}
         keys = dict(s.exec(select(Controller.id, Controller.key).where(col(Controller.id).in_(wanted))).all())
         claimed = [
@@ -99,8 +114,10 @@ def _command(
     command_id = f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}"
     if cred.revoked_at is None and grants:
         g = grants[0]  # the earliest window still to come or under way
-        return Grant(command_id, door.output, cred.value, label, g.valid_from, g.valid_until)
-    return Revoke(command_id, door.output, cred.value)
+        return Grant(
+            command_id, door.output, cred.value, label, g.valid_from, g.valid_until, credential_format=cred.format
+        )
+    return Revoke(command_id, door.output, cred.value, cred.format)
 
 
 def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[int, Command | None]:

@@ -6,8 +6,15 @@ What the firmware speaks (README-MQTT.md and the firmware's mqtt source):
   device ignores them; several devices may therefore share one topic;
 * everything the device says goes to ``<topic>/send``: ``boot``, ``heartbeat`` (default every
   180 s), ``access`` events, ``{"type": <cmd>, "ip", "hostname"}`` acknowledgements of
-  ``adduser``/``deletuid``/``deletusers``, one ``{"command": "userfile", ...}`` message per stored
-  user in answer to ``getuserlist`` (no end marker), and log events (``"cmd": "event"``);
+  ``adduser``/``deletuid``/``deletusers``, one message per stored user in answer to ``getuserlist``
+  (no end marker), and log events (``"cmd": "event"``). The device answers ``getuserlist`` by
+  re-publishing each user file as it was stored: a card added over MQTT comes back as the
+  ``{"cmd": "adduser", "doorip", ...}`` command it was written with, one added on the device's web
+  page as ``{"command": "userfile", ...}``; both are user records;
+* the device publishes ``boot`` before it subscribes to ``<topic>/cmd``: a command sent in answer
+  to the boot message can arrive before the subscription and be lost;
+* a presented card is looked up as a file named after the UID the reader produced, spelled by the
+  reader chip (see ``READERS``): the stored ``uid`` must be spelled exactly that way;
 * availability is ``online``/``offline``, retained, on ``<topic>/avty`` (the offline one as the
   connection's last will);
 * a user record holds ``uid``, ``user``, ``acctype`` (0 disabled, 1 always, 99 admin) and
@@ -21,6 +28,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from access.protocol import card_spellings
 
 CMD = "cmd"
 SEND = "send"
@@ -36,6 +45,44 @@ ONLINE, OFFLINE = "online", "offline"
 GRANTED_STATES = frozenset({"Always", "Admin", "Granted"})
 DENIED_STATES = frozenset({"Denied", "Disabled", "Expired", "Wrong pin code", "Not valid"})
 REMOTE_UNLOCK_USER = "MQTT"  # the username on the access event that answers ``opendoor``
+
+
+# The firmware's reader types (its hardware setting "readerType" 0..6) and the chips each one reads
+# with. How each chip spells a card, from the firmware's reading loop:
+#   mfrc522, pn532  every UID byte through Arduino's String(byte, HEX): lower-case, no leading zero
+#                   (bytes 0x04 0x0a 0x1b -> "4a1b"), ISO 14443 serials ("uid" cards);
+#   rdm6300         the 125 kHz tag's 5 bytes as "%02x" each (EM4100 tags), always 10 digits;
+#   wiegand         the code the Wiegand library decodes, in decimal ("wiegand" cards).
+READERS: dict[str, tuple[str, ...]] = {
+    "mfrc522": ("mfrc522",),
+    "wiegand": ("wiegand",),
+    "pn532": ("pn532",),
+    "rdm6300": ("rdm6300",),
+    "rdm6300+mfrc522": ("rdm6300", "mfrc522"),
+    "rdm6300+wiegand": ("rdm6300", "wiegand"),
+    "rdm6300+pn532": ("rdm6300", "pn532"),
+}
+_CHIP_READS = {  # chip -> (card format it reads, spelling it writes the UID in)
+    "mfrc522": ("uid", "hex_compact"),
+    "pn532": ("uid", "hex_compact"),
+    "rdm6300": ("em4100", "hex"),
+    "wiegand": ("wiegand", "decimal"),
+}
+
+
+def reader_spellings(reader: str) -> tuple[str, ...]:
+    """The spellings a controller's presented UIDs may be in, one per chip."""
+    return tuple(dict.fromkeys(_CHIP_READS[chip][1] for chip in READERS[reader]))
+
+
+def spell_for_reader(reader: str, card_format: str, value: str) -> str | None:
+    """The UID under which the device must store the card ``value`` (canonical, see
+    ``access.protocol``) so that this reader finds it; None if no chip of the reader can read it."""
+    for chip in READERS[reader]:
+        fmt, spelling = _CHIP_READS[chip]
+        if fmt == card_format:
+            return card_spellings(card_format, value).get(spelling)
+    return None
 
 
 class MalformedMessage(ValueError):
@@ -192,8 +239,11 @@ class LogEvent:
 
 @dataclass(frozen=True, slots=True)
 class UserFile:
+    """One stored user, as listed by ``getuserlist``; ``ip`` is the ``doorip`` of a stored ``adduser``."""
+
     record: UserRecord
     hostname: str | None
+    ip: str | None = None
 
 
 Inbound = Ack | Presence | Access | LogEvent | UserFile
@@ -222,8 +272,8 @@ def parse_send(payload: bytes) -> Inbound | None:
 
 def parse_send_data(data: dict[str, Any]) -> Inbound | None:
     hostname = _opt_str(data.get("hostname"))
-    if data.get("command") == "userfile":
-        return UserFile(UserRecord.from_fields(data), hostname)
+    if data.get("command") == "userfile" or data.get("cmd") == "adduser":
+        return UserFile(UserRecord.from_fields(data), hostname, _opt_str(data.get("doorip")))
     if data.get("cmd") == "event":
         return LogEvent(str(data.get("type", "")), str(data.get("src", "")), str(data.get("desc", "")), hostname)
     kind = data.get("type")
@@ -318,16 +368,6 @@ def access_message(
         "hostname": hostname,
         "doorName": door_names[0] if single else door_names,
     }
-
-
-def userfile_message(record: UserRecord) -> dict[str, Any]:
-    """The firmware lists acctype2..4 as null when unset and does not echo PIN codes."""
-    out: dict[str, Any] = {"command": "userfile", "uid": record.uid, "user": record.user}
-    for door, key in enumerate(ACCTYPE_KEYS, start=1):
-        out[key] = record.acctypes.get(door, ACC_DISABLED if door == 1 else None)
-    out["validsince"] = record.validsince
-    out["validuntil"] = record.validuntil
-    return out
 
 
 def log_message(level: str, src: str, desc: str, now: int, hostname: str, data: str = "") -> dict[str, Any]:

@@ -17,13 +17,28 @@ arriving after its timeout; every command is idempotent (``adduser`` rewrites th
 record, ``deletuid`` of an absent card does nothing), so such a late reply still describes the state
 the retry asks for. Anything that must be proved is proved by reading back with ``ListUsers``.
 
-``getuserlist`` answers with one ``userfile`` message per card and no end marker, and an empty
-list answers nothing at all. The driver publishes ``getuserlist`` immediately followed by a
-``deletuid`` of a sentinel uid that no card has: its acknowledgement comes after the last
-``userfile`` and closes the list.
+``getuserlist`` answers with one message per card (the stored ``adduser`` command, or a
+``userfile`` record for cards added on the device's web page) and no end marker, and an empty list
+answers nothing at all. The driver publishes ``getuserlist`` immediately followed by a
+``deletuid`` of a sentinel uid that no card has: its acknowledgement comes after the last card and
+closes the list.
+
+Card UIDs. The device looks a presented card up under the UID its reader chip produced, so the
+driver stores each card spelled the way the controller's ``reader`` spells it (``codec.READERS``:
+lower-case hex without leading zeros for MFRC522/PN532, padded hex for RDM6300 125 kHz tags,
+decimal for Wiegand) and reports door events with the spellings that reader uses, so the gateway
+finds the card's owner. A card no chip of the reader can read is not stored there.
+
+``FullSync`` (re-sync after a boot, and reconcile) reads the device's list first and repairs by
+difference: ``deletuid`` for cards that should not be there, ``adduser`` for cards missing or
+different. A device that already matches gets no write, and a device is never wiped.
 
 A timed-out attempt is retried with exponential backoff and jitter; after ``max_attempts`` the
-result is ``ok=False`` and the gateway decides what that means (degraded controller).
+result is ``ok=False`` and the gateway decides what that means (degraded controller). Right after a
+boot the firmware has not subscribed to its command topic yet (it publishes ``boot`` first), so
+within ``boot_window`` seconds of a boot message the first command is re-sent after only
+``boot_ack_timeout``, up to ``boot_quick_tries`` times, before the normal schedule; those quick
+tries do not count against ``max_attempts`` (``CommandResult.attempts`` counts every send).
 
 The device stores one validity window per card, shared by its relays. The driver keeps a shadow of
 what it has written (per controller, per card, which relays) so that a grant or revoke on one relay
@@ -87,10 +102,13 @@ class ControllerConfig:
     doorip: str
     hostname: str | None = None
     heartbeat_interval: float = 180.0
+    reader: str = "mfrc522"  # the device's reader type (codec.READERS)
 
     def __post_init__(self) -> None:
         if not self.key or not self.doorip:
             raise ValueError("controller key and doorip are required")
+        if self.reader not in codec.READERS:
+            raise ValueError(f"unknown esp-rfid reader {self.reader!r} (one of {', '.join(codec.READERS)})")
         if not self.topic or any(c in self.topic for c in "#+") or self.topic.endswith("/"):
             raise ValueError(f"invalid base topic {self.topic!r}")
 
@@ -101,6 +119,9 @@ class RetryPolicy:
     max_attempts: int = 4
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    boot_ack_timeout: float = 0.4  # right after a boot: the device may not be subscribed yet
+    boot_window: float = 10.0
+    boot_quick_tries: int = 3
 
     def delay(self, attempt: int) -> float:
         base = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
@@ -126,6 +147,7 @@ class _Pending:
     future: asyncio.Future[None]
     expect: str
     records: list[codec.UserRecord] | None = None
+    rebooted: bool = False  # the device booted meanwhile: what was sent before is lost, send again
 
 
 @dataclass(slots=True)
@@ -136,6 +158,7 @@ class _Controller:
     held: dict[str, codec.UserRecord] = field(default_factory=dict)
     pending: _Pending | None = None
     lock: asyncio.Lock | None = None
+    quick_left: int = 0  # quick re-sends left for the first command after a boot
 
 
 class _Failed(Exception):
@@ -356,23 +379,37 @@ class EsprfidDriver:
             return CommandResult(cid, True, f"{len(records)} users", attempts)
         raise TypeError(f"unsupported command {type(command).__name__}")
 
+    def _spell(self, ctl: _Controller, card_format: str, value: str) -> str | None:
+        return codec.spell_for_reader(ctl.config.reader, card_format, value)
+
+    def _unreadable(self, ctl: _Controller, command: Grant | Revoke) -> CommandResult:
+        detail = (
+            f"nothing to store: a {command.credential_format} card cannot be read by "
+            f"this device's {ctl.config.reader} reader"
+        )
+        log.info("esp-rfid %s: %s (command %s)", ctl.config.key, detail, command.command_id)
+        return CommandResult(command.command_id, True, detail)
+
     async def _grant(self, ctl: _Controller, grant: Grant) -> CommandResult:
         try:
             codec.acctype_key(grant.door_output)
         except ValueError as exc:
             return CommandResult(grant.command_id, False, str(exc))
+        uid = self._spell(ctl, grant.credential_format, grant.credential_uid)
+        if uid is None:
+            return self._unreadable(ctl, grant)
         since, until = codec.epoch(grant.valid_from), codec.epoch(grant.valid_until)
-        current = ctl.held.get(grant.credential_uid)
+        current = ctl.held.get(uid)
         others = {d: a for d, a in (current.acctypes if current else {}).items() if d != grant.door_output and a}
         if others and current is not None and (current.validsince, current.validuntil) != (since, until):
             return CommandResult(
                 grant.command_id,
                 False,
-                f"card {grant.credential_uid} already holds relays {sorted(others)} with another window; "
+                f"card {uid} already holds relays {sorted(others)} with another window; "
                 "esp-rfid keeps one window per card",
             )
         record = codec.UserRecord(
-            uid=grant.credential_uid,
+            uid=uid,
             user=grant.user_label,
             acctypes={**others, grant.door_output: codec.ACC_ALWAYS},
             validsince=since,
@@ -384,7 +421,10 @@ class EsprfidDriver:
         return CommandResult(grant.command_id, True, "adduser acknowledged", attempts)
 
     async def _revoke(self, ctl: _Controller, revoke: Revoke) -> CommandResult:
-        current = ctl.held.get(revoke.credential_uid)
+        uid = self._spell(ctl, revoke.credential_format, revoke.credential_uid)
+        if uid is None:
+            return self._unreadable(ctl, revoke)
+        current = ctl.held.get(uid)
         remaining = {d: a for d, a in (current.acctypes if current else {}).items() if d != revoke.door_output and a}
         if current is not None and remaining:
             record = codec.UserRecord(
@@ -393,49 +433,64 @@ class EsprfidDriver:
             attempts = await self._exchange(ctl, [codec.adduser(ctl.config.doorip, record)], "adduser")
             ctl.held[record.uid] = record
             return CommandResult(revoke.command_id, True, f"relays {sorted(remaining)} kept", attempts)
-        attempts = await self._exchange(ctl, [codec.deletuid(ctl.config.doorip, revoke.credential_uid)], "deletuid")
-        ctl.held.pop(revoke.credential_uid, None)
+        attempts = await self._exchange(ctl, [codec.deletuid(ctl.config.doorip, uid)], "deletuid")
+        ctl.held.pop(uid, None)
         return CommandResult(revoke.command_id, True, "deletuid acknowledged", attempts)
 
     async def _full_sync(self, ctl: _Controller, sync: FullSync) -> CommandResult:
         records: dict[str, codec.UserRecord] = {}
         conflicts: set[str] = set()
+        unreadable = 0
         for grant in sync.grants:
+            uid = self._spell(ctl, grant.credential_format, grant.credential_uid)
+            if uid is None:
+                unreadable += 1
+                continue
             if grant.door_output > codec.MAX_DOORS:
-                conflicts.add(grant.credential_uid)
+                conflicts.add(uid)
                 continue
             since, until = codec.epoch(grant.valid_from), codec.epoch(grant.valid_until)
-            rec = records.get(grant.credential_uid)
+            rec = records.get(uid)
             if rec is None:
-                records[grant.credential_uid] = codec.UserRecord(
-                    grant.credential_uid,
-                    grant.user_label,
-                    {grant.door_output: codec.ACC_ALWAYS},
-                    since,
-                    until,
-                    grant.pin,
+                records[uid] = codec.UserRecord(
+                    uid, grant.user_label, {grant.door_output: codec.ACC_ALWAYS}, since, until, grant.pin
                 )
             elif (rec.validsince, rec.validuntil) != (since, until):
-                conflicts.add(grant.credential_uid)
+                conflicts.add(uid)
             else:
                 rec.acctypes[grant.door_output] = codec.ACC_ALWAYS
                 rec.pincode = rec.pincode or grant.pin
         for uid in conflicts:  # fail secure: a card we cannot represent gets nothing on this device
             records.pop(uid, None)
-        ctl.held = {}  # unknown until the sync completes; a partial sync leaves it incomplete
-        attempts = await self._exchange(ctl, [codec.deletusers(ctl.config.doorip)], "deletusers")
-        for rec in records.values():
+        listed, attempts = await self._list(ctl)
+        held = {rec.uid: rec for rec in listed}
+        ctl.held = dict(held)  # exact as of the read-back; each repair below updates it
+        changes: dict[str, list[str]] = {"added": [], "rewritten": [], "removed": []}
+        for uid in sorted(set(held) - set(records)):
+            attempts += await self._exchange(ctl, [codec.deletuid(ctl.config.doorip, uid)], "deletuid")
+            ctl.held.pop(uid, None)
+            changes["removed"].append(uid)
+        for uid, rec in records.items():
+            current = held.get(uid)
+            if current is not None and _same_record(current, rec):
+                continue
             attempts += await self._exchange(ctl, [codec.adduser(ctl.config.doorip, rec)], "adduser")
-            ctl.held[rec.uid] = rec
+            ctl.held[uid] = rec
+            changes["added" if current is None else "rewritten"].append(uid)
+        changes = {k: v for k, v in changes.items() if v}
+        summary = f"{len(records)} users wanted, {sum(map(len, changes.values()))} writes"
+        if unreadable:
+            summary += f"; {unreadable} grant(s) for cards this reader cannot read left out"
         if conflicts:
             return CommandResult(
                 sync.command_id,
                 False,
-                f"{len(records)} users written; left out (relay out of range or several windows for one card): "
+                f"{summary}; left out (relay out of range or several windows for one card): "
                 + ", ".join(sorted(conflicts)),
                 attempts,
+                changes,
             )
-        return CommandResult(sync.command_id, True, f"{len(records)} users written", attempts)
+        return CommandResult(sync.command_id, True, summary, attempts, changes)
 
     async def _list(self, ctl: _Controller) -> tuple[list[codec.UserRecord], int]:
         payloads = [codec.getuserlist(ctl.config.doorip), codec.deletuid(ctl.config.doorip, FENCE_UID)]
@@ -457,25 +512,46 @@ class EsprfidDriver:
         topic = f"{ctl.config.topic}/{codec.CMD}"
         encoded = [codec.dumps(p) for p in payloads]
         detail = ""
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = sent = reboots = 0
+        while attempt < self.retry.max_attempts:
+            quick = ctl.quick_left > 0 and self._just_booted(ctl)  # it may not listen yet: ask again soon
+            timeout = self.retry.boot_ack_timeout if quick else self.retry.ack_timeout
+            if quick:
+                ctl.quick_left -= 1
+            else:
+                attempt += 1
+            sent += 1
             records: list[codec.UserRecord] | None = [] if collect is not None else None
             pending = _Pending(loop, loop.create_future(), expect, records)
             ctl.pending = pending  # before publishing: a fast reply must find it
             try:
                 if self._publish(topic, encoded):
-                    await asyncio.wait_for(pending.future, self.retry.ack_timeout)
+                    await asyncio.wait_for(pending.future, timeout)
+                    if pending.rebooted:
+                        detail = "the device rebooted"
+                        reboots += 1
+                        if not quick and reboots <= 3:
+                            attempt -= 1  # not the device's fault (unless it keeps rebooting)
+                        continue
                     if collect is not None and records is not None:
                         collect.extend(records)
-                    return attempt
+                    ctl.quick_left = 0  # it listens: back to the normal schedule
+                    return sent
                 detail = "MQTT broker unreachable"
             except TimeoutError:
-                detail = f"no {expect} reply within {self.retry.ack_timeout:g}s"
+                detail = f"no {expect} reply within {timeout:g}s"
             finally:
                 ctl.pending = None
-            if attempt < self.retry.max_attempts:
+            if quick:
+                log.debug("esp-rfid %s: %s just after its boot, asking again", ctl.config.key, detail)
+            elif attempt < self.retry.max_attempts:
                 log.info("esp-rfid %s: %s (attempt %d), retrying", ctl.config.key, detail, attempt)
                 await asyncio.sleep(self.retry.delay(attempt))
-        raise _Failed(f"{detail} after {self.retry.max_attempts} attempts", self.retry.max_attempts)
+        raise _Failed(f"{detail} after {self.retry.max_attempts} attempts", sent)
+
+    def _just_booted(self, ctl: _Controller) -> bool:
+        boot = ctl.state.last_boot
+        return boot is not None and (self._clock() - boot).total_seconds() < self.retry.boot_window
 
     def _publish(self, topic: str, payloads: list[bytes]) -> bool:
         client = self._client
@@ -591,7 +667,7 @@ class EsprfidDriver:
         ``userfile`` messages carry neither; on a shared topic they belong to the one device whose
         user list is being read (list reads are serialised per topic).
         """
-        if isinstance(inbound, codec.UserFile) and len(candidates) > 1:
+        if isinstance(inbound, codec.UserFile) and len(candidates) > 1 and inbound.ip is None:
             listing = [c for c in candidates if c.pending is not None and c.pending.records is not None]
             return listing[0] if len(listing) == 1 else None
         ip = getattr(inbound, "ip", None)
@@ -634,6 +710,10 @@ class EsprfidDriver:
             ctl.state.uptime_s = inbound.uptime
             if inbound.boot:
                 ctl.state.last_boot = now
+                ctl.quick_left = self.retry.boot_quick_tries
+                if pending is not None:  # sent before the boot: lost with the device's old session
+                    pending.rebooted = True
+                    pending.loop.call_soon_threadsafe(_resolve, pending.future)
                 self._emit(Booted(key, now))
             else:
                 self._emit(Heartbeat(key, now, inbound.uptime, inbound.ip))
@@ -651,7 +731,17 @@ class EsprfidDriver:
                 pending.loop.call_soon_threadsafe(_resolve, pending.future)
             for door, state in enumerate(inbound.states, start=1):
                 kind: Any = codec.access_kind(state)
-                self._emit(DoorEvent(key, kind, inbound.uid or None, door, now, dict(data)))
+                self._emit(
+                    DoorEvent(
+                        key,
+                        kind,
+                        inbound.uid or None,
+                        door,
+                        now,
+                        dict(data),
+                        codec.reader_spellings(ctl.config.reader),
+                    )
+                )
         elif isinstance(inbound, codec.LogEvent):
             kind = codec.log_event_kind(inbound)
             if kind is not None:
@@ -663,3 +753,18 @@ class EsprfidDriver:
                 callback(report)
             except Exception:
                 log.exception("esp-rfid: report callback failed for %s", type(report).__name__)
+
+
+def _same_record(held: codec.UserRecord, wanted: codec.UserRecord) -> bool:
+    """Whether the device's copy of a card already says what we would write (PINs compared only
+    when the device echoes them)."""
+
+    def relays(rec: codec.UserRecord) -> dict[int, int]:
+        return {d: a for d, a in rec.acctypes.items() if a}
+
+    return (
+        relays(held) == relays(wanted)
+        and (held.validsince, held.validuntil) == (wanted.validsince, wanted.validuntil)
+        and held.user == wanted.user
+        and (held.pincode is None or held.pincode == wanted.pincode)
+    )

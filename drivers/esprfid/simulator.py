@@ -18,7 +18,18 @@ Two ways to connect them, because a last will belongs to a connection:
   the hub publishes its retained ``offline`` on its behalf, as the broker would; if the whole hub
   process dies, the gateway notices through missed heartbeats.
 
-The firmware details this follows, and the choices made where it is silent, are in ``codec``.
+Three behaviours follow the firmware's own source rather than what a gateway would like:
+
+* a presented card (``present_card``) is spelled by the configured reader chip as the firmware's
+  reading loop does it, then looked up as a file of exactly that name: MFRC522 and PN532 append
+  each UID byte as Arduino's ``String(byte, HEX)`` (lower case, no leading zero), the RDM6300
+  prints its 5-byte tag as ``%02x`` per byte, a Wiegand reader gives the decoded code in decimal;
+* ``adduser`` writes the command's JSON as received to the card's file, and ``getuserlist``
+  re-publishes each file as it is, so cards added over MQTT are listed in the ``adduser`` shape
+  and cards added on the device's web page (``add_user_from_web``) in the ``userfile`` shape;
+* on (re)connecting, the device publishes availability and ``boot`` first and subscribes to its
+  command topic only then: a command sent in answer to the boot message may be lost.
+
 Outside the window the device reports ``Expired`` (the firmware's word for a card it knows but may
 not let in now), ``Disabled`` for acctype 0, ``Admin`` for 99 (not limited by the window).
 """
@@ -33,7 +44,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,15 +68,79 @@ class DeviceConfig:
     heartbeat_interval: float = 180.0
     availability: bool = True  # the firmware's Home Assistant option: retained online/offline on <topic>/avty
     log_events: bool = True  # the firmware's "send logs over MQTT" option (tamper, unknown tag)
+    reader: str = "mfrc522"  # the firmware's readerType, by chip name
+    # Between publishing boot and subscribing to <topic>/cmd: a real ESP8266 on WiFi takes tens of
+    # milliseconds, and with the firmware's Home Assistant option it first publishes its discovery
+    # messages with half-second pauses. Commands sent in that gap are lost, as on the device.
+    boot_to_subscribe: float = 0.05
 
     def __post_init__(self) -> None:
         if not 1 <= self.doors <= codec.MAX_DOORS:
             raise ValueError(f"doors must be 1..{codec.MAX_DOORS}")
+        if self.reader not in READER_CHIPS:
+            raise ValueError(f"unknown reader {self.reader!r}")
+
+
+# readerType 0..6 of the firmware's hardware settings, by the chips each one polls.
+READER_CHIPS: dict[str, tuple[str, ...]] = {
+    "mfrc522": ("mfrc522",),
+    "wiegand": ("wiegand",),
+    "pn532": ("pn532",),
+    "rdm6300": ("rdm6300",),
+    "rdm6300+mfrc522": ("rdm6300", "mfrc522"),
+    "rdm6300+wiegand": ("rdm6300", "wiegand"),
+    "rdm6300+pn532": ("rdm6300", "pn532"),
+}
+
+
+def firmware_uid(reader: str, card: bytes | int) -> str:
+    """The UID string the firmware builds for ``card`` on this reader (its file name for the card).
+
+    ``card`` is the card's serial bytes (ISO 14443: 4, 7 or 10 bytes; an EM4100 tag: 5 bytes) or, for
+    a Wiegand reader, the code the Wiegand library decoded."""
+    chips = READER_CHIPS[reader]
+    if isinstance(card, int):
+        if "wiegand" not in chips:
+            raise ValueError(f"a {reader} reader has no Wiegand input")
+        return str(card)  # String(wg.getCode(), DEC)
+    if len(card) == 5:
+        if "rdm6300" not in chips:
+            raise ValueError(f"a {reader} reader cannot read a 125 kHz tag")
+        return "".join(f"{b:02x}" for b in card)  # GetHexID: sprintf("%02x" x 5)
+    if not {"mfrc522", "pn532"} & set(chips):
+        raise ValueError(f"a {reader} reader cannot read a 13.56 MHz card")
+    return "".join(f"{b:x}" for b in card)  # uid += String(uidByte[i], HEX), no zero padding
 
 
 def benchmark_ip(index: int) -> str:
     """Device IPs from 198.18.0.0/15 (RFC 2544): only ever strings in JSON, never dialled."""
     return f"198.18.{(index // 250) % 256}.{index % 250 + 1}"
+
+
+def _later(delay: float, fn: Callable[..., object], *args: Any) -> None:
+    """Run ``fn`` after ``delay`` seconds off paho's thread (paho's calls are thread-safe), or now."""
+    if delay <= 0:
+        fn(*args)
+        return
+    timer = threading.Timer(delay, fn, args)
+    timer.daemon = True
+    timer.start()
+
+
+class _Cards(Mapping[str, codec.UserRecord]):
+    """A snapshot of a device's card files, read as user records on access."""
+
+    def __init__(self, files: dict[str, dict[str, Any]]) -> None:
+        self._files = files
+
+    def __getitem__(self, uid: str) -> codec.UserRecord:
+        return codec.UserRecord.from_fields(self._files[uid])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 class _Link:
@@ -87,7 +162,7 @@ class SimulatedController:
     def __init__(self, config: DeviceConfig, clock: Clock = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.users: dict[str, codec.UserRecord] = {}
+        self.files: dict[str, dict[str, Any]] = {}  # the device's /P/<uid> files, as written
         self.paused = False  # a hung command processor: commands are lost, heartbeats go on
         self.connected = False
         self.commands_handled = 0
@@ -103,6 +178,27 @@ class SimulatedController:
     def topic(self) -> str:
         return self.config.topic
 
+    @property
+    def users(self) -> Mapping[str, codec.UserRecord]:
+        """The stored cards by file name, each parsed when read (for tests and the demo)."""
+        with self._lock:
+            return _Cards(dict(self.files))
+
+    def add_user_from_web(self, uid: str, user: str, validsince: int, validuntil: int, acctype: int = 1) -> None:
+        """A card entered on the device's own web page: stored in the ``userfile`` shape."""
+        with self._lock:
+            self.files[uid] = {
+                "command": "userfile",
+                "uid": uid,
+                "user": user,
+                "acctype": acctype,
+                "acctype2": None,
+                "acctype3": None,
+                "acctype4": None,
+                "validsince": validsince,
+                "validuntil": validuntil,
+            }
+
     def _publish(self, suffix: str, payload: dict[str, Any] | str, retain: bool = False) -> None:
         if self.link is None or not self.connected:
             return  # the firmware checks mqttClient.connected() before publishing
@@ -115,7 +211,8 @@ class SimulatedController:
     # ------------------------------------------------------------------ connection events
 
     def on_connected(self) -> None:
-        """What the firmware does in onMqttConnect: availability, then the boot message."""
+        """What the firmware does in onMqttConnect: availability, then the boot message; the link
+        subscribes to the command topic only after this (as the firmware does)."""
         with self._lock:
             self.connected = True
             self.boots += 1
@@ -182,23 +279,25 @@ class SimulatedController:
         self._publish(codec.SEND, codec.ack_message(command, self.config.ip, self.config.hostname))
 
     def _adduser(self, data: dict[str, Any]) -> None:
-        record = codec.UserRecord.from_fields(data)
-        self.users[record.uid] = record
+        uid = data.get("uid")
+        if not isinstance(uid, str | int) or isinstance(uid, bool) or str(uid) == "":
+            raise codec.MalformedMessage("adduser without uid")
+        self.files[str(uid)] = dict(data)  # the firmware prints the command's JSON into /P/<uid>
         self._ack("adduser")
 
     def _deletuid(self, data: dict[str, Any]) -> None:
         uid = data.get("uid")
         if uid is not None:
-            self.users.pop(str(uid), None)
+            self.files.pop(str(uid), None)
         self._ack("deletuid")
 
     def _deletusers(self, _data: dict[str, Any]) -> None:
-        self.users.clear()
+        self.files.clear()
         self._ack("deletusers")
 
     def _list(self, _data: dict[str, Any]) -> None:
-        for uid in sorted(self.users):
-            self._publish(codec.SEND, codec.userfile_message(self.users[uid]))
+        for uid in sorted(self.files):
+            self._publish(codec.SEND, self.files[uid])  # each file re-published as stored
 
     def _opendoor(self, _data: dict[str, Any]) -> None:
         self.door_releases += 1
@@ -220,7 +319,8 @@ class SimulatedController:
         """The access state of every relay for ``uid`` now, by the device's own clock."""
         now = self.clock()
         with self._lock:
-            record = self.users.get(uid)
+            data = self.files.get(uid)
+        record = codec.UserRecord.from_fields(data) if data is not None else None
         if record is None:
             return ["Denied"] * self.config.doors
         states = []
@@ -234,8 +334,12 @@ class SimulatedController:
                 states.append("Disabled")
         return states
 
+    def present_card(self, card: bytes | int, door: int = 1) -> str:
+        """A physical card is held to the reader: the reader spells it, then as ``present``."""
+        return self.present(firmware_uid(self.config.reader, card), door)
+
     def present(self, uid: str, door: int = 1) -> str:
-        """A card is held to the reader: decide locally, publish the access event, return the door's state.
+        """A UID as the reader produced it: decide locally, publish the access event, return the door's state.
 
         The decision stands even while disconnected (the relay acts offline); only the event is lost.
         """
@@ -243,9 +347,9 @@ class SimulatedController:
             raise ValueError(f"this device has doors 1..{self.config.doors}")
         states = self.decide(uid)
         with self._lock:
-            record = self.users.get(uid)
-            known = record is not None
-            username = record.user if record is not None else "Unknown"
+            data = self.files.get(uid)
+            known = data is not None
+            username = str(data.get("user") or "") if data is not None else "Unknown"
             if not known and self.config.log_events:
                 self._publish(
                     codec.SEND,
@@ -311,10 +415,10 @@ class _SoloLink(_Link):
 
         def on_connect(c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
             if not rc.is_failure:
-                c.subscribe(f"{device.topic}/{codec.CMD}", qos=1)
+                device.on_connected()  # boot first, as the firmware's onMqttConnect does...
+                _later(device.config.boot_to_subscribe, c.subscribe, f"{device.topic}/{codec.CMD}", 1)  # ...then listen
 
         def on_subscribe(c: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-            device.on_connected()  # announce only once commands can reach the device
             self.ready.set()
 
         def on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -390,10 +494,18 @@ class _HubLink(_Link):
         if rc.is_failure:
             log.warning("simulator hub: broker refused the connection: %s", rc)
             return
+        for devices in self.devices_by_topic.values():  # boot first, subscribe after, as the firmware
+            for device in devices:
+                if id(device) not in self.offline:
+                    device.on_connected()
         if self.wildcard is not None:
             subs = [(f"{self.wildcard}/+/{codec.CMD}", 1)]
         else:
             subs = [(f"{topic}/{codec.CMD}", 1) for topic in self.devices_by_topic]
+        delay = max((d.config.boot_to_subscribe for ds in self.devices_by_topic.values() for d in ds), default=0.0)
+        _later(delay, self._subscribe, client, subs)
+
+    def _subscribe(self, client: mqtt.Client, subs: list[tuple[str, int]]) -> None:
         with self._sub_lock:
             self._unacked.clear()
             for start in range(0, len(subs), 200):
@@ -406,10 +518,6 @@ class _HubLink(_Link):
             self._unacked.discard(mid)
             if self._unacked:
                 return
-        for devices in self.devices_by_topic.values():
-            for device in devices:
-                if id(device) not in self.offline:
-                    device.on_connected()
         self.ready.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -523,12 +631,22 @@ def build_configs(
     heartbeat_interval: float = 60.0,
     doors: int = 1,
 ) -> list[DeviceConfig]:
-    """``topics`` may be ``TOPIC`` or ``TOPIC@IP``; ``count``/``prefix`` adds ``prefix/0001``..."""
+    """``topics`` may be ``TOPIC``, ``TOPIC@IP`` or ``TOPIC@IP@READER``; ``count``/``prefix`` adds
+    ``prefix/0001``..."""
     configs = []
     for index, spec in enumerate(topics):
-        topic, _, ip = spec.partition("@")
+        topic, _, rest = spec.partition("@")
+        ip, _, reader = rest.partition("@")
         configs.append(
-            DeviceConfig(topic, ip or benchmark_ip(index), f"esp-rfid-{index + 1:04d}", doors, (), heartbeat_interval)
+            DeviceConfig(
+                topic,
+                ip or benchmark_ip(index),
+                f"esp-rfid-{index + 1:04d}",
+                doors,
+                (),
+                heartbeat_interval,
+                reader=reader or "mfrc522",
+            )
         )
     if count:
         if not prefix:
@@ -587,7 +705,12 @@ async def run_simulators(
 def main(argv: Sequence[str] | None = None) -> int:
     """``bookgate sim esprfid``: run emulated esp-rfid devices until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="bookgate sim esprfid", description=__doc__.splitlines()[0])
-    parser.add_argument("--topic", action="append", default=[], help="base topic of one device (TOPIC or TOPIC@IP)")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        help="base topic of one device: TOPIC, TOPIC@IP or TOPIC@IP@READER (mfrc522, pn532, wiegand, rdm6300...)",
+    )
     parser.add_argument("--count", type=int, default=0, help="number of devices named PREFIX/0001...")
     parser.add_argument("--prefix", help="topic prefix for --count devices")
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="mqtt://user:pass@host:port or mqtts://")

@@ -32,7 +32,7 @@ def test_credentials_are_managed_by_admins_and_managers(client, folks):
     r = client.post(
         f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", "value": "04a1b2c3"}, headers=folks["sports"][1]
     )
-    assert r.status_code == 201 and r.json()["value"] == "04A1B2C3"
+    assert r.status_code == 201 and r.json()["value"] == "04a1b2c3" and r.json()["format"] == "uid"
     pin = client.post(
         f"/api/v1/users/{alice_id}/credentials", json={"kind": "pin", "value": "4321"}, headers=folks["admin"][1]
     )
@@ -49,7 +49,7 @@ def test_credentials_are_managed_by_admins_and_managers(client, folks):
     assert bad.status_code == 422
     assert (
         client.post(
-            f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", "value": "AA"}, headers=alice
+            f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", "value": "aabbccdd"}, headers=alice
         ).status_code
         == 403
     )
@@ -84,9 +84,9 @@ def test_a_booking_grants_its_beneficiaries_on_its_doors_until_cancelled(client,
     bob_id, _ = folks["bob"]
     admin = folks["admin"][1]
     badge = client.post(
-        f"/api/v1/users/{bob_id}/credentials", json={"kind": "badge", "value": "B0B0"}, headers=admin
+        f"/api/v1/users/{bob_id}/credentials", json={"kind": "badge", "value": "b0b0b0b0"}, headers=admin
     ).json()
-    client.post(f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", "value": "A11CE"}, headers=admin)
+    client.post(f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", "value": "a11cea11"}, headers=admin)
     start = local(3, 18)
     made = client.post(
         "/api/v1/reservations",
@@ -133,3 +133,34 @@ def test_meeting_room_is_online_decided_and_reaches_the_shared_entrance(client, 
     lobby = client.get("/api/v1/doors/lobby-door/grants", headers=admin).json()["grants"]
     assert room[0]["modes"] == ["authorized"] and room[0]["user_id"] == alice_id
     assert lobby[0]["user_id"] == alice_id
+
+
+def test_badges_are_stored_canonically_with_their_format(client, folks):
+    alice_id, _ = folks["alice"]
+    admin = folks["admin"][1]
+
+    def add(body):
+        return client.post(f"/api/v1/users/{alice_id}/credentials", json={"kind": "badge", **body}, headers=admin)
+
+    r = add({"value": "04:0A:1B:2C"})
+    assert r.status_code == 201 and (r.json()["format"], r.json()["value"]) == ("uid", "040a1b2c")
+    printed = add({"value": "4a1b2c"})  # what an MFRC522 prints for 04 0a 1b 2c: bytes lost their zeros
+    assert printed.status_code == 422 and "4, 7 or 10 bytes, not 3" in printed.text
+    odd = add({"value": "40a1b2c"})
+    assert odd.status_code == 422 and "two hex digits per byte" in odd.text
+    five = add({"value": "0a1b2c3d4e"})
+    assert five.status_code == 422 and "em4100" in five.text
+    assert add({"format": "em4100", "value": "0A1B2C3D4E"}).json()["value"] == "0a1b2c3d4e"
+    assert add({"format": "wiegand", "value": "0001234567"}).json()["value"] == "1234567"
+    assert add({"format": "wiegand", "value": "12ab"}).status_code == 422
+    # the same digits as a Wiegand number and as a card serial are two different cards
+    assert add({"format": "wiegand", "value": "12345678"}).status_code == 201
+    assert add({"value": "12345678"}).status_code == 201
+    # 01 23 45 67 and 12 34 56 07 both read "1234567" on readers that drop leading zeros: refused
+    assert add({"value": "01234567"}).status_code == 201
+    twin = add({"value": "12345607"})
+    assert twin.status_code == 409 and twin.json()["code"] == "credential_ambiguous"
+    pin = client.post(
+        f"/api/v1/users/{alice_id}/credentials", json={"kind": "pin", "value": "1234", "format": "uid"}, headers=admin
+    )
+    assert pin.status_code == 422

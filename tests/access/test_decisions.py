@@ -13,7 +13,8 @@ from sqlmodel import select
 
 from access.decisions import DecisionIndex, trim_changes
 from access.desired import may_enter
-from access.models import AccessEvent, Controller, Credential, Door
+from access.models import AccessEvent, AccessWindow, Controller, Credential, Door
+from access.protocol import compact_hex
 from access.service import state_for_doors
 from access.windows import set_windows
 from bms.models import Resource
@@ -46,7 +47,8 @@ def badges(engine, make_user):
     users = [make_user({"role": "resident", "site": "les-tilleuls"})[0] for _ in range(6)]
     with write_session(engine) as s:
         for i, user in enumerate(users):
-            cred = Credential(user_id=user.id, kind="badge", value=f"C0DE{i:02X}")
+            value = f"c0de{i:04x}"
+            cred = Credential(user_id=user.id, kind="badge", format="uid", value=value, compact=compact_hex(value))
             s.add(cred)
             s.flush()
             out.append((user.id, cred.id, cred.value))
@@ -200,7 +202,7 @@ def test_an_authorized_door_opens_on_the_gateways_word(engine, badges, mqtt_url,
         assert fleet.wait_ready(10)
         assert wait_until(lambda: host.driver.connected, 10)
         device = fleet[f"{topic_prefix}/rooms"]
-        assert device.present(value) == "Denied"  # the device alone would refuse
+        assert device.present_card(bytes.fromhex(value)) == "Denied"  # the device alone would refuse
         assert wait_until(lambda: device.door_releases == 1, 5), "the gateway did not release the door"
         assert device.present("BADC0DE") == "Denied"
         time.sleep(0.5)
@@ -216,3 +218,81 @@ def test_an_authorized_door_opens_on_the_gateways_word(engine, badges, mqtt_url,
     finally:
         host.stop()
         fleet.stop()
+
+
+def test_a_badge_is_found_in_the_spelling_its_reader_uses(engine, badges):
+    (meeting,) = _ids(engine, Resource, "meeting-room")
+    (door,) = _ids(engine, Door, "meeting-room-door")
+    user, cred_id, _value = badges[0]  # c0de0000: two bytes below 0x10
+    now = utcnow()
+    with write_session(engine) as s:
+        _open(s, 31, meeting, [user], now, since_minutes=5)
+    index = DecisionIndex()
+    with read_session(engine) as s:
+        index.load(s)
+    assert index.decide(door, "badge", "C0DE0000", now).allowed  # hex, any case
+    assert index.decide(door, "badge", "c0de00", now, ("hex_compact",)).credential_id == cred_id
+    assert index.decide(door, "badge", "c0de00", now).reason == "unknown_credential"  # not in hex
+    assert index.decide(door, "badge", "c0de0000", now, ("decimal",)).reason == "unknown_credential"
+
+
+def test_a_decision_during_a_window_rewrite_never_sees_the_person_without_windows(engine, badges):
+    """`decide` reads without the lock while the log replay rewrites a source: the person's table is
+    swapped whole, so a window that stays is never missing in between."""
+    import threading
+
+    (meeting,) = _ids(engine, Resource, "meeting-room")
+    (door,) = _ids(engine, Door, "meeting-room-door")
+    user, _cred, value = badges[0]
+    now = utcnow()
+    with write_session(engine) as s:
+        _open(s, 41, meeting, [user], now, since_minutes=5)
+    index = DecisionIndex()
+    with read_session(engine) as s:
+        index.load(s)
+        rows = s.exec(select(AccessWindow).where(AccessWindow.source_id == 41)).all()
+    stop = threading.Event()
+    misses = []
+
+    def ask():
+        while not stop.is_set():
+            if not index.decide(door, "badge", value, now).allowed:
+                misses.append(1)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        for _ in range(20_000):
+            index._put_source("visit:41", rows)
+    finally:
+        stop.set()
+        asker.join()
+    assert misses == []
+
+
+def test_reimporting_doors_reaches_the_decision_index(engine, badges):
+    """A site file that moves a door to other resources must change what the index decides."""
+    import yaml
+
+    from bookgate.audit import SYSTEM
+    from bookgate.provision import apply_site_file
+    from config.site import example_path, parse_site_document
+
+    (meeting,) = _ids(engine, Resource, "meeting-room")
+    (door,) = _ids(engine, Door, "meeting-room-door")
+    user, _cred, value = badges[0]
+    now = utcnow()
+    with write_session(engine) as s:
+        _open(s, 51, meeting, [user], now, since_minutes=5)
+    index = DecisionIndex()
+    with read_session(engine) as s:
+        index.load(s)
+    assert index.decide(door, "badge", value, now).allowed
+    doc = yaml.safe_load(example_path().read_text())
+    for d in doc["sites"][0]["doors"]:
+        if d["key"] == "meeting-room-door":
+            d["resources"] = ["party-room"]
+    apply_site_file(engine, parse_site_document(doc), SYSTEM)
+    with read_session(engine) as s:
+        index.refresh(s)
+    assert index.decide(door, "badge", value, now).reason == "no_window"

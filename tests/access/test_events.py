@@ -36,13 +36,13 @@ def test_first_granted_entry_in_the_window_checks_the_booking_in(client, engine,
     res, alice = booked
     a_start = datetime.fromisoformat(res["access_start"])
     # Before the window: stored, but nothing explains it and nothing is checked in.
-    early = _event(engine, "b0b0", a_start - timedelta(minutes=5))
+    early = _event(engine, "b0b0b0b0", a_start - timedelta(minutes=5))
     assert _reservation(engine, res["id"]).status == "confirmed"
     # Inside the window (the gate opens 10 minutes before the start): checked in, linked.
-    first = _event(engine, "B0B0", a_start + timedelta(minutes=2))
+    first = _event(engine, "B0B0B0B0", a_start + timedelta(minutes=2))
     r = _reservation(engine, res["id"])
     assert r.status == "checked_in" and "court-gate" in r.status_reason
-    second = _event(engine, "B0B0", a_start + timedelta(minutes=3))  # a second entry changes nothing
+    second = _event(engine, "B0B0B0B0", a_start + timedelta(minutes=3))  # a second entry changes nothing
     assert _reservation(engine, res["id"]).status == "checked_in"
     unknown = _event(engine, "DEADBEEF", a_start + timedelta(minutes=4), kind="denied")
     with read_session(engine) as s:
@@ -109,6 +109,6 @@ def test_no_check_in_marks_a_no_show_releases_the_slot_and_revokes(client, engin
 def test_checked_in_bookings_are_not_no_shows(engine, booked):  # noqa: F811
     res, _ = booked
     start = datetime.fromisoformat(res["start"])
-    _event(engine, "B0B0", start + timedelta(minutes=1))
+    _event(engine, "B0B0B0B0", start + timedelta(minutes=1))
     assert mark_no_shows(engine, start + timedelta(minutes=30)) == 0
     assert _reservation(engine, res["id"]).status == "checked_in"

@@ -17,7 +17,7 @@ from drivers.esprfid.simulator import DeviceConfig, SimulatedController, Simulat
 
 T = TypeVar("T")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-FAST_RETRY = RetryPolicy(ack_timeout=0.5, max_attempts=3, backoff_base=0.05, backoff_max=0.2)
+FAST_RETRY = RetryPolicy(ack_timeout=0.5, max_attempts=3, backoff_base=0.05, backoff_max=0.2, boot_ack_timeout=0.2)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> bool:
@@ -97,7 +97,9 @@ def make_rig(
     settings = MqttSettings.from_url(url)
     if controllers is None:
         controllers = [
-            ControllerConfig(d.hostname, d.topic, d.ip, d.hostname, heartbeat_interval=d.heartbeat_interval)
+            ControllerConfig(
+                d.hostname, d.topic, d.ip, d.hostname, heartbeat_interval=d.heartbeat_interval, reader=d.reader
+            )
             for d in devices
         ]
     driver = EsprfidDriver(settings, controllers, retry=retry)

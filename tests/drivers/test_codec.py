@@ -39,7 +39,19 @@ def test_parse_device_messages():
         codec.dumps(codec.access_message(7, True, ["Always", "Disabled"], "Ann", "04a1", "h", ["a", "b"]))
     )
     assert isinstance(multi, codec.Access) and multi.states == ("Always", "Disabled") and multi.known
-    listed = codec.parse_send(codec.dumps(codec.userfile_message(codec.UserRecord("9", "Bo", {1: 1}, 0, 10))))
+    listed = codec.parse_send(
+        codec.dumps(
+            {
+                "command": "userfile",
+                "uid": "9",
+                "user": "Bo",
+                "acctype": 1,
+                "acctype2": None,
+                "validsince": 0,
+                "validuntil": 10,
+            }
+        )
+    )
     assert isinstance(listed, codec.UserFile) and listed.record.acctypes == {1: 1} and listed.record.validuntil == 10
     tamper = codec.parse_send(codec.dumps(codec.log_message("WARN", "tamper", "Door was tampered!", 1, "h")))
     assert isinstance(tamper, codec.LogEvent) and codec.log_event_kind(tamper) == "forced"

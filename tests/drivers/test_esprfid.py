@@ -63,27 +63,27 @@ def rig(mqtt_url: str, topic_prefix: str, clock: DeviceClock) -> Iterator[Rig]:
 
 def test_grant_arrives_with_window_and_device_enforces_it_offline(rig: Rig, topic_prefix: str, clock: DeviceClock):
     device = rig.device(f"{topic_prefix}/door")
-    result = rig.run(rig.driver.send("esp-door", grant("04a1b2", hours=2)))
+    result = rig.run(rig.driver.send("esp-door", grant("a4a1b2c3", hours=2)))
     assert result.ok and result.attempts == 1, result
 
-    stored = device.users["04a1b2"]
+    stored = device.users["a4a1b2c3"]
     assert stored.validsince == int(T0.timestamp())
     assert stored.validuntil == int((T0 + timedelta(hours=2)).timestamp())
-    assert stored.acctype(1) == 1 and stored.pincode == "1234" and stored.user == "user 04a1b2"
+    assert stored.acctype(1) == 1 and stored.pincode == "1234" and stored.user == "user a4a1b2c3"
 
-    assert device.present("04a1b2") == "Always"
+    assert device.present("a4a1b2c3") == "Always"
     clock.now = T0.timestamp() - 1  # before the window
-    assert device.present("04a1b2") == "Expired"
+    assert device.present("a4a1b2c3") == "Expired"
     clock.now = (T0 + timedelta(hours=2)).timestamp()  # validuntil is exclusive
-    assert device.present("04a1b2") == "Expired"
+    assert device.present("a4a1b2c3") == "Expired"
 
-    mine = lambda: [e.kind for e in rig.collected(DoorEvent) if e.credential_uid == "04a1b2"]  # noqa: E731
+    mine = lambda: [e.kind for e in rig.collected(DoorEvent) if e.credential_uid == "a4a1b2c3"]  # noqa: E731
     assert wait_until(lambda: len(mine()) == 3), mine()
     assert mine() == ["granted", "denied", "denied"]
 
     device.go_offline()  # the network is gone: the device still decides by itself
     clock.now = T0.timestamp() + 3600
-    assert device.present("04a1b2") == "Always"
+    assert device.present("a4a1b2c3") == "Always"
     device.come_back()
     assert wait_until(lambda: rig.driver.snapshot("esp-door").online is True)
     assert len(mine()) == 3  # the offline presentation opened the door but was never reported
@@ -94,32 +94,33 @@ def test_grant_arrives_with_window_and_device_enforces_it_offline(rig: Rig, topi
 def test_regrant_is_idempotent_and_revoke_denies(rig: Rig, topic_prefix: str):
     device = rig.device(f"{topic_prefix}/door")
     for _ in range(2):
-        assert rig.run(rig.driver.send("esp-door", grant("cafe01"))).ok
-    assert list(device.users) == ["cafe01"]
-    assert device.present("cafe01") == "Always"
+        assert rig.run(rig.driver.send("esp-door", grant("cafe10ab"))).ok
+    assert list(device.users) == ["cafe10ab"]
+    assert device.present("cafe10ab") == "Always"
 
-    result = rig.run(rig.driver.send("esp-door", Revoke("r1", 1, "cafe01")))
+    result = rig.run(rig.driver.send("esp-door", Revoke("r1", 1, "cafe10ab")))
     assert result.ok, result
     assert device.users == {}
-    assert device.present("cafe01") == "Denied"
+    assert device.present("cafe10ab") == "Denied"
     # revoking what is absent still succeeds: the firmware acknowledges deletuid regardless
-    assert rig.run(rig.driver.send("esp-door", Revoke("r2", 1, "cafe01"))).ok
-    events = lambda: [(e.kind, e.raw["isKnown"]) for e in rig.collected(DoorEvent) if e.credential_uid == "cafe01"]  # noqa: E731
+    assert rig.run(rig.driver.send("esp-door", Revoke("r2", 1, "cafe10ab"))).ok
+    events = lambda: [(e.kind, e.raw["isKnown"]) for e in rig.collected(DoorEvent) if e.credential_uid == "cafe10ab"]  # noqa: E731
     assert wait_until(lambda: events() == [("granted", "true"), ("denied", "false")])
 
 
 def test_full_sync_replaces_everything_and_list_users_reads_back(rig: Rig, topic_prefix: str):
     device = rig.device(f"{topic_prefix}/door")
-    assert rig.run(rig.driver.send("esp-door", grant("old1"))).ok
-    assert rig.run(rig.driver.send("esp-door", grant("old2"))).ok
+    assert rig.run(rig.driver.send("esp-door", grant("a01d1111"))).ok
+    assert rig.run(rig.driver.send("esp-door", grant("a01d2222"))).ok
 
-    sync = FullSync("s1", [grant("new1"), grant("new2"), grant("new3")])
+    sync = FullSync("s1", [grant("b0e11111"), grant("b0e12222"), grant("b0e13333")])
     result = rig.run(rig.driver.send("esp-door", sync))
-    assert result.ok and result.attempts == 4, result  # deletusers + three adduser
-    assert sorted(device.users) == ["new1", "new2", "new3"]
+    assert result.ok and result.attempts == 6, result  # one list, two deletuid, three adduser
+    assert result.changes == {"removed": ["a01d1111", "a01d2222"], "added": ["b0e11111", "b0e12222", "b0e13333"]}
+    assert sorted(device.users) == ["b0e11111", "b0e12222", "b0e13333"]
 
     users = rig.run(rig.driver.read_users("esp-door"))
-    assert users.uids == {"new1", "new2", "new3"}
+    assert users.uids == {"b0e11111", "b0e12222", "b0e13333"}
     assert any(isinstance(r, UserList) and r.uids == users.uids for r in rig.reports)
 
     assert rig.run(rig.driver.send("esp-door", FullSync("s2", []))).ok
@@ -142,20 +143,21 @@ def test_paused_device_makes_commands_fail_after_retries_then_succeed(rig: Rig, 
     device = rig.device(f"{topic_prefix}/door")
     device.paused = True
     started = time.monotonic()
-    result = rig.run(rig.driver.send("esp-door", grant("beef01", cid="g-paused")))
-    assert not result.ok and result.attempts == 3 and "no adduser reply" in result.detail
+    result = rig.run(rig.driver.send("esp-door", grant("beef10ab", cid="g-paused")))
+    # three counted attempts, after the quick re-sends that follow a boot (the device just booted)
+    assert not result.ok and result.attempts == 6 and "no adduser reply within 0.5s after 3" in result.detail
     assert time.monotonic() - started < 3.0
     assert device.users == {}
 
     async def unpause_during_send():
-        task = asyncio.ensure_future(rig.driver.send("esp-door", grant("beef01", cid="g-retry")))
+        task = asyncio.ensure_future(rig.driver.send("esp-door", grant("beef10ab", cid="g-retry")))
         await asyncio.sleep(0.6)  # the first attempt has timed out by now
         device.paused = False
         return await task
 
     result = rig.run(unpause_during_send())
     assert result.ok and result.attempts >= 2, result
-    assert "beef01" in device.users
+    assert "beef10ab" in device.users
 
 
 def test_last_will_availability_boot_and_staleness(rig: Rig, topic_prefix: str):
@@ -169,14 +171,14 @@ def test_last_will_availability_boot_and_staleness(rig: Rig, topic_prefix: str):
     device.go_offline()  # unclean: the broker publishes the will
     assert wait_until(lambda: any(isinstance(r, Availability) and not r.online for r in rig.reports))
     assert rig.driver.stale_controllers(datetime.now(UTC)) == ["esp-door"]
-    result = rig.run(rig.driver.send("esp-door", grant("aa01")))
+    result = rig.run(rig.driver.send("esp-door", grant("aa10aa10")))
     assert not result.ok
 
     boots = len(rig.collected(Booted))
     device.come_back()
     assert wait_until(lambda: len(rig.collected(Booted)) > boots)
     assert wait_until(lambda: rig.driver.snapshot("esp-door").online is True)
-    assert rig.run(rig.driver.send("esp-door", grant("aa01"))).ok
+    assert rig.run(rig.driver.send("esp-door", grant("aa10aa10"))).ok
     assert rig.driver.stale_controllers(datetime.now(UTC)) == []
     # three missed beats of 0.2 s make it stale, judged at a later "now"
     assert rig.driver.stale_controllers(datetime.now(UTC) + timedelta(seconds=5)) == ["esp-door"]
@@ -184,7 +186,7 @@ def test_last_will_availability_boot_and_staleness(rig: Rig, topic_prefix: str):
 
 def test_reboot_keeps_users_like_flash_storage(rig: Rig, topic_prefix: str, mqtt_url: str):
     device = rig.device(f"{topic_prefix}/door")
-    assert rig.run(rig.driver.send("esp-door", grant("f1a5"))).ok
+    assert rig.run(rig.driver.send("esp-door", grant("f1a5f1a5"))).ok
     boots = len(rig.collected(Booted))
     client = raw_client(mqtt_url)
     try:
@@ -193,8 +195,8 @@ def test_reboot_keeps_users_like_flash_storage(rig: Rig, topic_prefix: str, mqtt
     finally:
         client.disconnect()
         client.loop_stop()
-    assert "f1a5" in device.users
-    assert device.present("f1a5") == "Always"
+    assert "f1a5f1a5" in device.users
+    assert device.present("f1a5f1a5") == "Always"
 
 
 def test_tamper_and_held_open_become_door_events(rig: Rig, topic_prefix: str):
@@ -233,7 +235,7 @@ def test_malformed_oversized_and_spoofed_messages_are_dropped(rig: Rig, topic_pr
         device.paused = True
 
         async def forge_ack_while_waiting():
-            task = asyncio.ensure_future(rig.driver.send("esp-door", grant("f00d", cid="forged")))
+            task = asyncio.ensure_future(rig.driver.send("esp-door", grant("f00df00d", cid="forged")))
             await asyncio.sleep(0.1)
             forged = {"type": "adduser", "ip": "10.6.6.6", "hostname": "esp-door"}
             await asyncio.to_thread(publish, client, send, json.dumps(forged))
@@ -244,7 +246,7 @@ def test_malformed_oversized_and_spoofed_messages_are_dropped(rig: Rig, topic_pr
         client.disconnect()
         client.loop_stop()
     device.paused = False
-    assert rig.run(rig.driver.send("esp-door", grant("f00d"))).ok  # still healthy
+    assert rig.run(rig.driver.send("esp-door", grant("f00df00d"))).ok  # still healthy
 
 
 def test_device_drops_malformed_commands_and_wrong_doorip(rig: Rig, topic_prefix: str, mqtt_url: str):
@@ -275,24 +277,26 @@ def test_multi_relay_device_keeps_one_window_per_card(mqtt_url: str, topic_prefi
     rig = make_rig(mqtt_url, [device_cfg], clock=clock)
     try:
         device = rig.device(device_cfg.topic)
-        assert rig.run(rig.driver.send("esp-duo", grant("c1", door=1))).ok
-        assert rig.run(rig.driver.send("esp-duo", grant("c1", door=2))).ok
-        assert device.decide("c1") == ["Always", "Always"]
+        assert rig.run(rig.driver.send("esp-duo", grant("c1c1c1c1", door=1))).ok
+        assert rig.run(rig.driver.send("esp-duo", grant("c1c1c1c1", door=2))).ok
+        assert device.decide("c1c1c1c1") == ["Always", "Always"]
 
-        assert rig.run(rig.driver.send("esp-duo", Revoke("r", 2, "c1"))).ok
-        assert device.decide("c1") == ["Always", "Disabled"]  # door 1 survived the rewrite
+        assert rig.run(rig.driver.send("esp-duo", Revoke("r", 2, "c1c1c1c1"))).ok
+        assert device.decide("c1c1c1c1") == ["Always", "Disabled"]  # door 1 survived the rewrite
 
-        other_window = grant("c1", start=T0 + timedelta(days=1), door=2)
+        other_window = grant("c1c1c1c1", start=T0 + timedelta(days=1), door=2)
         refused = rig.run(rig.driver.send("esp-duo", other_window))
         assert not refused.ok and "one window per card" in refused.detail
-        assert device.decide("c1") == ["Always", "Disabled"]
+        assert device.decide("c1c1c1c1") == ["Always", "Disabled"]
 
-        sync = FullSync("s", [grant("c1"), grant("c2"), grant("c2", door=2), grant("c3"), other_window])
+        sync = FullSync(
+            "s", [grant("c1c1c1c1"), grant("c2c2c2c2"), grant("c2c2c2c2", door=2), grant("c3c3c3c3"), other_window]
+        )
         result = rig.run(rig.driver.send("esp-duo", sync))
-        assert sorted(device.users) == ["c2", "c3"]  # c1 has two windows here: fail secure, left out
-        assert not result.ok and "c1" in result.detail
-        assert device.decide("c2") == ["Always", "Always"]
-        assert wait_until(lambda: device.present("c3", door=2) == "Disabled")
+        assert sorted(device.users) == ["c2c2c2c2", "c3c3c3c3"]  # c1 has two windows here: fail secure, left out
+        assert not result.ok and "c1c1c1c1" in result.detail
+        assert device.decide("c2c2c2c2") == ["Always", "Always"]
+        assert wait_until(lambda: device.present("c3c3c3c3", door=2) == "Disabled")
         assert wait_until(lambda: any(e.door_output == 2 and e.kind == "denied" for e in rig.collected(DoorEvent)))
     finally:
         rig.close()
@@ -305,12 +309,12 @@ def test_devices_sharing_a_topic_are_told_apart_by_ip(mqtt_url: str, topic_prefi
     rig = make_rig(mqtt_url, [a, b], mode="hub")
     try:
         dev_a, dev_b = rig.fleet.devices
-        assert rig.run(rig.driver.send("esp-a", grant("0a"))).ok
-        assert rig.run(rig.driver.send("esp-b", grant("0b"))).ok
-        assert list(dev_a.users) == ["0a"] and list(dev_b.users) == ["0b"]
-        assert rig.run(rig.driver.read_users("esp-b")).uids == {"0b"}
-        assert rig.run(rig.driver.read_users("esp-a")).uids == {"0a"}
-        dev_b.present("0b")
+        assert rig.run(rig.driver.send("esp-a", grant("a0a0a0a0"))).ok
+        assert rig.run(rig.driver.send("esp-b", grant("b0b0b0b0"))).ok
+        assert list(dev_a.users) == ["a0a0a0a0"] and list(dev_b.users) == ["b0b0b0b0"]
+        assert rig.run(rig.driver.read_users("esp-b")).uids == {"b0b0b0b0"}
+        assert rig.run(rig.driver.read_users("esp-a")).uids == {"a0a0a0a0"}
+        dev_b.present("b0b0b0b0")
         assert wait_until(lambda: any(e.controller_key == "esp-b" for e in rig.collected(DoorEvent)))
         assert {e.controller_key for e in rig.collected(DoorEvent)} == {"esp-b"}
         assert wait_until(lambda: {h.controller_key for h in rig.collected(Heartbeat)} == {"esp-a", "esp-b"})
@@ -329,7 +333,9 @@ def test_hub_mode_serves_a_thousand_devices_on_one_connection(mqtt_url: str, top
         assert wait_until(lambda: len({b.controller_key for b in rig.collected(Booted)}) == 1000, timeout=15)
 
         async def grant_all():
-            return await asyncio.gather(*(rig.driver.send(d.hostname, grant(f"u{i}")) for i, d in enumerate(devices)))
+            return await asyncio.gather(
+                *(rig.driver.send(d.hostname, grant(f"{0xD0000000 + i:08x}")) for i, d in enumerate(devices))
+            )
 
         started = time.monotonic()
         results = rig.run(grant_all())

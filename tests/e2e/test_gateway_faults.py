@@ -22,6 +22,7 @@ from sqlmodel import col, func, select
 
 from access.decisions import note_credential
 from access.models import Controller, Credential, Transition
+from access.protocol import compact_hex
 from access.windows import replan_user, set_windows
 from bench.harness import free_port
 from bms.models import Resource
@@ -104,9 +105,9 @@ def _burst(engine, n: int, short: int) -> tuple[set[str], set[str]]:
         s.flush()
         badges = []
         for i, u in enumerate(users):
-            badge = f"{0xB0000000 + serials[i]:X}"
-            s.add(Credential(user_id=u.id, kind="badge", value=badge))
-            badges.append(badge)
+            badge = f"{0xB0000000 + serials[i]:08x}"
+            s.add(Credential(user_id=u.id, kind="badge", format="uid", value=badge, compact=compact_hex(badge)))
+            badges.append(compact_hex(badge))  # as the courts' MFRC522 reader spells it
         s.flush()
         for i, u in enumerate(users):
             end = now + (timedelta(seconds=8) if i < short else timedelta(hours=2))
@@ -198,7 +199,7 @@ def test_broker_restart_and_a_controller_offline_through_the_start(engine, tmp_p
         more, _ = _burst(engine, 10, 0)
         gone = set(sorted(keep)[:5])
         with write_session(engine) as s:
-            for cred in s.exec(select(Credential).where(col(Credential.value).in_(gone))).all():
+            for cred in s.exec(select(Credential).where(col(Credential.compact).in_(gone))).all():
                 cred.revoked_at = utcnow()
                 s.add(cred)
                 s.flush()

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.usefixtures("example_site")
 
 @pytest.fixture
 def booked(client, make_user):
-    """Alice books court-1 in three days for Bob, whose badge is B0B0."""
+    """Alice books court-1 in three days for Bob, whose badge is b0b0b0b0."""
     admin_user, apw = make_user({"role": "admin"})
     alice, pw = make_user({"role": "resident", "site": "les-tilleuls"}, name="Alice")
     bob, _ = make_user({"role": "resident", "site": "les-tilleuls"}, name="Bob")
     admin = login(client, admin_user.email, apw)
-    client.post(f"/api/v1/users/{bob.id}/credentials", json={"kind": "badge", "value": "b0b0"}, headers=admin)
+    client.post(f"/api/v1/users/{bob.id}/credentials", json={"kind": "badge", "value": "b0b0b0b0"}, headers=admin)
     headers = login(client, alice.email, pw)
     start = local(3, 18)
     r = client.post(
@@ -87,9 +87,9 @@ def test_dispatch_grants_ahead_then_revokes_and_late_grants_become_revokes(clien
     assert dispatch_once(engine, send, now=a_start - timedelta(hours=1)) == 1
     key, grant = send.sent[-1]
     assert key == "courts-ctl" and isinstance(grant, Grant)
-    assert (grant.credential_uid, grant.valid_from, grant.valid_until) == ("B0B0", a_start, a_end)
+    assert (grant.credential_uid, grant.valid_from, grant.valid_until) == ("b0b0b0b0", a_start, a_end)
     assert dispatch_once(engine, send, now=a_end + timedelta(seconds=1)) == 1
-    assert isinstance(send.sent[-1][1], Revoke) and send.sent[-1][1].credential_uid == "B0B0"
+    assert isinstance(send.sent[-1][1], Revoke) and send.sent[-1][1].credential_uid == "b0b0b0b0"
     assert {t.status for t in _rows(engine)} == {"done"}
 
     # Cancelling after the grant went out settles the badge at once. Bob's first booking still uses
@@ -111,6 +111,34 @@ def test_dispatch_grants_ahead_then_revokes_and_late_grants_become_revokes(clien
     dispatch_once(engine, late)
     assert [type(c).__name__ for _, c in late.sent] == ["Grant"]
     assert (late.sent[0][1].valid_from, late.sent[0][1].valid_until) == (a_start, a_end)
+
+
+def test_a_cancel_landing_while_the_grant_is_in_flight_ends_with_the_card_gone(client, engine, booked):
+    """The grant is claimed and on the wire, its acknowledgement held back, when the booking is
+    cancelled: whatever may have been sent must be settled by a revoke."""
+    res, headers = booked
+    from datetime import datetime
+
+    a_start = datetime.fromisoformat(res["access_start"])
+    sent: list = []
+
+    def send_while_cancelled(key, command):
+        sent.append(command)
+        if isinstance(command, Grant):  # before the device's acknowledgement comes back
+            r = client.post(f"/api/v1/reservations/{res['id']}/cancel", json={}, headers=headers)
+            assert r.status_code == 200, r.text
+            with read_session(engine) as s:
+                pending = s.exec(select(Transition).where(Transition.status == "pending")).all()
+            assert [t.action for t in pending if t.claimed_by is None] == ["revoke"]  # planned behind it
+            # a second dispatcher (another node) must not overtake the grant still in flight
+            assert dispatch_once(engine, Recorder(), now=at) == 0
+        return CommandResult(command.command_id, True, "acknowledged")
+
+    at = a_start - timedelta(hours=1)
+    dispatch_once(engine, send_while_cancelled, now=at)
+    assert [type(c).__name__ for c in sent] == ["Grant", "Revoke"]
+    assert sent[1].credential_uid == "b0b0b0b0"
+    assert {t.status for t in _rows(engine)} == {"done"}
 
 
 def test_a_gateway_down_through_the_window_ends_revoked(engine, booked):
@@ -194,7 +222,7 @@ def test_a_window_across_the_spring_change_keeps_its_real_instants(client, engin
         "/api/v1/resources/court-1/rules", json={"opening_hours": all_day, "notice_max_days": 400}, headers=admin
     )
     assert r.status_code == 200, r.text
-    client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "d57d57"}, headers=admin)
+    client.post(f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "d57d57d5"}, headers=admin)
     start = datetime(2027, 3, 28, 1, 30, tzinfo=paris)
     end = datetime(2027, 3, 28, 3, 30, tzinfo=paris)
     assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=1)  # one real hour

@@ -69,7 +69,16 @@ def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:
     apply_site_file(engine, parse_site_document(doc), SYSTEM)
     fleet = SimulatorFleet(
         MqttSettings.from_url(mqtt_url),
-        [DeviceConfig(f"{topic_prefix}/courts", courts["settings"]["doorip"], "courts", heartbeat_interval=0.5)],
+        # boot_to_subscribe: the gap a real device leaves between saying boot and listening for commands
+        [
+            DeviceConfig(
+                f"{topic_prefix}/courts",
+                courts["settings"]["doorip"],
+                "courts",
+                heartbeat_interval=0.5,
+                boot_to_subscribe=0.3,
+            )
+        ],
     )
     fleet.start()
     assert fleet.wait_ready(10)
@@ -90,21 +99,26 @@ def site(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[Site]:
 
 
 def test_server_pushes_grants_and_revokes(site):
-    res = site.book_court("a1a1")
-    assert _wait(lambda: "A1A1" in site.device.users), "the grant never reached the controller"
+    res = site.book_court("a1a1a1a1")
+    assert _wait(lambda: "a1a1a1a1" in site.device.users), "the grant never reached the controller"
     a_start = datetime.fromisoformat(res["access_start"])
-    assert site.device.users["A1A1"].validsince == int(a_start.timestamp())
+    assert site.device.users["a1a1a1a1"].validsince == int(a_start.timestamp())
     site.client.post(f"/api/v1/reservations/{res['id']}/cancel", json={}, headers=site.alice)
-    assert _wait(lambda: "A1A1" not in site.device.users), "the revoke never reached the controller"
+    assert _wait(lambda: "a1a1a1a1" not in site.device.users), "the revoke never reached the controller"
 
 
 def test_rebooted_controller_is_resynced_and_state_is_live(site):
-    site.book_court("a2a2")
-    assert _wait(lambda: "A2A2" in site.device.users)
+    site.book_court("a2a2a2a2")
+    assert _wait(lambda: "a2a2a2a2" in site.device.users)
     # The device loses its memory (a replacement unit) and boots: the gateway re-syncs it in full.
-    site.device.users.clear()
+    site.device.files.clear()
+    started = time.monotonic()
     site.device.reboot()
-    assert _wait(lambda: "A2A2" in site.device.users), "no re-sync after the reboot"
+    assert _wait(lambda: "a2a2a2a2" in site.device.users), "no re-sync after the reboot"
+    # The device says boot before it subscribes, so the gateway's first re-sync command is lost;
+    # it is asked again within a fraction of a second, not after the 5 s acknowledgement timeout.
+    took = time.monotonic() - started
+    assert took < 2.5, f"the re-sync took {took:.1f}s"
 
     def courts() -> dict:
         rows = site.client.get("/api/v1/controllers", headers=site.admin).json()
@@ -115,33 +129,39 @@ def test_rebooted_controller_is_resynced_and_state_is_live(site):
 
 
 def test_a_revoked_badge_leaves_the_controller_at_once(site):
-    site.book_court("a3a3")
-    assert _wait(lambda: "A3A3" in site.device.users)
+    site.book_court("a3a3a3a3")
+    assert _wait(lambda: "a3a3a3a3" in site.device.users)
     creds = site.client.get(f"/api/v1/users/{site.alice_id}/credentials", headers=site.admin).json()
-    cred = next(c for c in creds if c["value"] == "A3A3")
+    cred = next(c for c in creds if c["value"] == "a3a3a3a3")
     r = site.client.delete(f"/api/v1/users/{site.alice_id}/credentials/{cred['id']}", headers=site.admin)
     assert r.status_code == 200
-    assert _wait(lambda: "A3A3" not in site.device.users, 5), "a revoked badge stayed on the controller"
+    assert _wait(lambda: "a3a3a3a3" not in site.device.users, 5), "a revoked badge stayed on the controller"
 
 
 def test_reconcile_repairs_what_the_controller_holds(site, engine):
-    site.book_court("a4a4")
-    assert _wait(lambda: "A4A4" in site.device.users)
+    site.book_court("a4a4a4a4")
+    assert _wait(lambda: "a4a4a4a4" in site.device.users)
     host = site.client.app.state.driver_host
-    assert host.reconcile("courts-ctl") == {"missing": [], "extra": [], "wrong_window": []}
-    # Someone edits the device by hand: a stranger's card appears, the booked one disappears.
-    record = site.device.users.pop("A4A4")
-    site.device.users["FEED01"] = record.__class__("FEED01", "intruder", {1: 1}, 0, 2**31 - 1)
-    diff = host.reconcile("courts-ctl")
-    assert diff == {"missing": ["A4A4"], "extra": ["FEED01"], "wrong_window": []}
-    assert "A4A4" in site.device.users and "FEED01" not in site.device.users
-    from sqlmodel import select
+    # A controller that matches is only read: no write, no audit entry.
+    handled = site.device.commands_handled
+    assert host.reconcile("courts-ctl") == {}
+    assert site.device.commands_handled - handled == 2  # getuserlist and the fence that closes the list
+    from sqlmodel import func, select
 
     from bookgate.audit import AuditEntry
     from bookgate.db import read_session
 
     with read_session(engine) as s:
-        assert s.exec(select(AuditEntry).where(AuditEntry.action == "controller.reconciled")).first() is not None
+        reconciled = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "controller.reconciled")
+        assert s.exec(reconciled).one() == 0
+    # Someone edits the device by hand: a stranger's card appears, the booked one disappears.
+    site.device.files.pop("a4a4a4a4")
+    site.device.add_user_from_web("feed10ab", "intruder", 0, 2**31 - 1)
+    diff = host.reconcile("courts-ctl")
+    assert diff == {"added": ["a4a4a4a4"], "removed": ["feed10ab"]}
+    assert "a4a4a4a4" in site.device.users and "feed10ab" not in site.device.users
+    with read_session(engine) as s:
+        assert s.exec(reconciled).one() == 1
 
 
 def test_a_grant_due_later_is_sent_on_time(site, engine):
@@ -155,16 +175,16 @@ def test_a_grant_due_later_is_sent_on_time(site, engine):
     from bookgate.db import write_session
 
     me = site.alice_id
-    site.client.post(f"/api/v1/users/{me}/credentials", json={"kind": "badge", "value": "a5a5"}, headers=site.admin)
+    site.client.post(f"/api/v1/users/{me}/credentials", json={"kind": "badge", "value": "a5a5a5a5"}, headers=site.admin)
     due = utcnow() + timedelta(seconds=2)
     with write_session(engine) as s:
         court = s.exec(select(Resource).where(Resource.key == "court-1")).one()
-        assert s.exec(select(Credential).where(Credential.value == "A5A5")).one()
+        assert s.exec(select(Credential).where(Credential.value == "a5a5a5a5")).one()
         set_windows(
             s, "visit", 77, court.id, [me], due + PRELOAD, due + PRELOAD + timedelta(hours=1), "badge", active=True
         )
-    assert "A5A5" not in site.device.users
-    assert _wait(lambda: "A5A5" in site.device.users, 10)
+    assert "a5a5a5a5" not in site.device.users
+    assert _wait(lambda: "a5a5a5a5" in site.device.users, 10)
     late = utcnow() - due
     assert timedelta(0) <= late < timedelta(seconds=1.5), late
 
