@@ -14,10 +14,10 @@ from access.decisions import DecisionIndex
 from access.models import Controller, Door
 from access.protocol import DoorEvent
 from access.supervision import ControllerPublic
-from bookgate.db import utcnow
-from bookgate.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
-from bookgate.errors import Forbidden, NotFound
-from bookgate.models import Role
+from core.db import utcnow
+from core.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
+from core.errors import Forbidden, NotFound
+from core.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 

@@ -26,7 +26,7 @@ from sqlmodel import Session, col, delete, select
 from access.desired import ONLINE
 from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource
 from access.protocol import card_spellings, presented_key
-from bookgate.db import read_session, utcnow
+from core.db import read_session, utcnow
 
 log = logging.getLogger("bookgate.decisions")
 

@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 
 from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource
 from access.protocol import DoorEvent, presented_key
-from bookgate.auth import Principal
-from bookgate.errors import Invalid, NotFound
+from core.auth import Principal
+from core.errors import Invalid, NotFound
 
 log = logging.getLogger("bookgate.events")
 

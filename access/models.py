@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from bookgate.db import JSONText, UTCDateTime, utcnow
+from core.db import JSONText, UTCDateTime, utcnow
 
 
 class Controller(SQLModel, table=True):

@@ -17,11 +17,11 @@ from access.desired import Cred, DesiredState, Window, desired_state
 from access.models import AccessWindow, Controller, Credential, Door, DoorResource
 from access.protocol import canonical_card, compact_hex
 from access.windows import replan_user
-from bookgate import audit
-from bookgate.auth import Principal
-from bookgate.db import utcnow
-from bookgate.errors import Conflict, Forbidden, Invalid, NotFound
-from bookgate.models import Role, RoleGrant, User, Venue
+from core import audit
+from core.auth import Principal
+from core.db import utcnow
+from core.errors import Conflict, Forbidden, Invalid, NotFound
+from core.models import Role, RoleGrant, User, Venue
 
 CredentialKind = Literal["badge", "pin", "ble", "key", "qr"]
 CardFormat = Literal["uid", "em4100", "wiegand"]

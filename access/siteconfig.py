@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 from access.decisions import note_doors
 from access.models import AccessWindow, Controller, Door, DoorResource
 from access.transitions import plan_source
-from bookgate.db import utcnow
-from bookgate.upsert import ImportReport, upsert
 from config.site import SiteConfig
+from core.db import utcnow
+from core.upsert import ImportReport, upsert
 
 
 def apply_site(

@@ -12,7 +12,7 @@ from access.desired import DoorGrant
 from access.models import Controller, Credential, Door
 from access.protocol import FullSync, Grant
 from access.service import state_for_doors
-from bookgate.models import User
+from core.models import User
 
 
 def set_state(session: Session, key: str, state: str, at: datetime, *, synced: bool = False) -> None:

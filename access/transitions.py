@@ -18,7 +18,7 @@ from sqlmodel import Session, col, delete, select
 
 from access.desired import PRELOADED
 from access.models import AccessWindow, Credential, Door, DoorResource, Transition
-from bookgate.db import utcnow
+from core.db import utcnow
 
 PRELOAD = timedelta(hours=24)
 NEXT_DUE = "bookgate.next_due"  # session.info key: the earliest due time this transaction wrote

@@ -43,7 +43,7 @@ from access.transitions import PRELOAD
 from access.windows import set_windows
 from bench import access_rig as rig
 from bench.common import fresh_database, percentile
-from bookgate.db import read_session, write_session
+from core.db import read_session, write_session
 from drivers.esprfid import codec
 from drivers.esprfid.connection import MqttSettings
 from drivers.esprfid.simulator import benchmark_ip

@@ -46,7 +46,7 @@ from access.service import state_for_doors
 from access.windows import set_windows
 from bench import access_rig as rig
 from bench.common import fresh_database, percentile
-from bookgate.db import read_session, write_session
+from core.db import read_session, write_session
 
 ROOMS = 1000
 DRIVER = ", esp-rfid driver for 1,000 controllers"

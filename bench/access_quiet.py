@@ -31,7 +31,7 @@ from access.transitions import PRELOAD
 from access.windows import set_windows
 from bench import access_rig as rig
 from bench.common import fresh_database, percentile
-from bookgate.db import read_session, write_session
+from core.db import read_session, write_session
 from schedules.clock import start_clock
 
 LEAD = 0.5  # seconds from the commit to the due time

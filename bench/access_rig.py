@@ -25,12 +25,12 @@ from access.models import Controller, Credential, Door, DoorResource
 from access.protocol import compact_hex
 from bench.common import pg_reachable, site_document
 from bms.models import Resource
-from bookgate.audit import SYSTEM
 from bookgate.controllers import DriverHost, start_esprfid
-from bookgate.db import read_session, utcnow
-from bookgate.models import User
 from bookgate.provision import apply_site_file
 from config.site import parse_site_document
+from core.audit import SYSTEM
+from core.db import read_session, utcnow
+from core.models import User
 from drivers.esprfid.connection import MqttSettings, make_client
 from drivers.esprfid.simulator import benchmark_ip
 

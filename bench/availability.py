@@ -21,11 +21,11 @@ from bench.common import fresh_database, pg_reachable, site_document, summary
 from bms import availability
 from bms.context import load_many, load_resource
 from bms.models import Reservation, Resource, ResourceUnit
-from bookgate.audit import SYSTEM
-from bookgate.db import read_session
-from bookgate.models import RoleGrant, User, Venue
 from bookgate.provision import apply_site_file
 from config.site import parse_site_document
+from core.audit import SYSTEM
+from core.db import read_session
+from core.models import RoleGrant, User, Venue
 
 EPOCH = datetime(2027, 1, 4, tzinfo=UTC)  # a Monday
 

@@ -24,11 +24,11 @@ from sqlalchemy import select, text
 
 from bench.common import fresh_database, pg_reachable, site_document
 from bench.harness import bulk_residents, free_port
-from bookgate.audit import SYSTEM
-from bookgate.db import read_session, utcnow
-from bookgate.models import Site
 from bookgate.provision import apply_site_file
 from config.site import parse_site_document
+from core.audit import SYSTEM
+from core.db import read_session, utcnow
+from core.models import Site
 
 CLIENTS = 50
 LUA = Path(__file__).with_name("wrk_load.lua")

@@ -14,9 +14,9 @@ from datetime import timedelta
 import uvicorn
 from sqlalchemy import Engine
 
-from bookgate.db import utcnow, write_session
-from bookgate.models import AuthSession, RoleGrant, User
-from bookgate.security import new_token, token_hash
+from core.db import utcnow, write_session
+from core.models import AuthSession, RoleGrant, User
+from core.security import new_token, token_hash
 
 
 def free_port() -> int:

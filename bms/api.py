@@ -16,13 +16,13 @@ from bms import availability, recurrence, service
 from bms.context import ResourceCtx, can_see, load_many, load_resource, load_resource_by_id, manages
 from bms.models import IdempotencyRecord, Resource
 from bms.service import ReservationCreate, ReservationPublic
-from bookgate import audit
-from bookgate.auth import Principal
-from bookgate.db import open_session
-from bookgate.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep
-from bookgate.errors import AppError, Forbidden, Invalid, NotFound
-from bookgate.models import Venue
 from config.site import Rules, merge_rules
+from core import audit
+from core.auth import Principal
+from core.db import open_session
+from core.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep
+from core.errors import AppError, Forbidden, Invalid, NotFound
+from core.models import Venue
 
 router = APIRouter(prefix="/api/v1", tags=["reservations"])
 

@@ -21,8 +21,8 @@ from bms.models import LONG_SPAN, Reservation
 from bms.rules import EffectiveRules
 from bms.service import peak_places
 from bms.states import HOLDING, Status
-from bookgate.db import is_sqlite
-from bookgate.errors import Invalid
+from core.db import is_sqlite
+from core.errors import Invalid
 
 MAX_RANGE = timedelta(days=31)
 

@@ -9,9 +9,9 @@ from sqlmodel import Session, col, select
 
 from bms.models import Resource, ResourceUnit
 from bms.rules import EffectiveRules
-from bookgate.auth import Principal
-from bookgate.errors import Forbidden, NotFound
-from bookgate.models import Site, Venue
+from core.auth import Principal
+from core.errors import Forbidden, NotFound
+from core.models import Site, Venue
 
 
 @dataclass

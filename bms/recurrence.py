@@ -20,11 +20,11 @@ from bms import service
 from bms.context import ResourceCtx, load_resource_by_id, manages
 from bms.models import Reservation, Series
 from bms.states import ACTIVE, Status
-from bookgate import audit
-from bookgate.auth import Principal
-from bookgate.db import utcnow
-from bookgate.errors import AppError, Conflict, Forbidden, Invalid, NotFound
-from bookgate.models import User
+from core import audit
+from core.auth import Principal
+from core.db import utcnow
+from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from core.models import User
 
 MAX_OCCURRENCES = 366
 ALLOWED_FREQ = ("DAILY", "WEEKLY", "MONTHLY")

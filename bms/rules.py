@@ -11,8 +11,8 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from bookgate.errors import Invalid
 from config.site import WEEKDAYS, AccessPolicy, Blackout, Budget, Moderation, Rules, merge_rules, parse_time_range
+from core.errors import Invalid
 
 HARD_DEFAULTS = Rules(
     slot_minutes=30,

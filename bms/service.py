@@ -24,12 +24,12 @@ from access.windows import set_windows
 from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
 from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.states import ACTIVE, HOLDING, Status, check_transition
-from bookgate import audit, outbox
-from bookgate.auth import Principal
-from bookgate.db import is_sqlite, utcnow
-from bookgate.errors import Conflict, Forbidden, Invalid, NotFound
-from bookgate.models import User, Venue
 from config.site import Moderation
+from core import audit, outbox
+from core.auth import Principal
+from core.db import is_sqlite, utcnow
+from core.errors import Conflict, Forbidden, Invalid, NotFound
+from core.models import User, Venue
 
 # ---------------------------------------------------------------- schemas
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from bms.models import Resource, ResourceUnit
-from bookgate.upsert import ImportReport, upsert
 from config.site import ResourceConfig, VenueConfig
+from core.upsert import ImportReport, upsert
 
 
 def _unit_specs(res: ResourceConfig) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from bookgate.errors import Conflict
+from core.errors import Conflict
 
 
 class Status(StrEnum):

@@ -18,15 +18,15 @@ from bms import api as bms_api
 from bms import service as bms_service
 from bookgate import __version__, migrate
 from bookgate.controllers import start_esprfid
-from bookgate.db import make_engine
-from bookgate.errors import install_error_handlers
-from bookgate.portal import router as portal_router
-from bookgate.routes import auth as auth_routes
 from bookgate.routes import sites as site_routes
-from bookgate.routes import users as user_routes
 from config import Settings, get_settings
+from core.db import make_engine
+from core.errors import install_error_handlers
+from core.routes import auth as auth_routes
+from core.routes import users as user_routes
 from moderation import api as moderation_api
 from moderation import policy as moderation_policy
+from portal import router as portal_router
 from schedules.clock import start_clock
 
 log = logging.getLogger("bookgate")

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
-from bookgate.audit import Actor
 from config import Settings, get_settings
+from core.audit import Actor
 
 
 def _engine(settings: Settings) -> Engine:
-    from bookgate.db import make_engine
+    from core.db import make_engine
 
     if settings.effective_database_url.startswith("sqlite"):
         settings.ensure_var_dir()
@@ -156,9 +156,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
-    from bookgate import auth, migrate
-    from bookgate.db import write_session
-    from bookgate.errors import AppError
+    from bookgate import migrate
+    from core import auth
+    from core.db import write_session
+    from core.errors import AppError
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -184,8 +185,8 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from bookgate import audit
-    from bookgate.db import read_session
+    from core import audit
+    from core.db import read_session
 
     engine = _engine(settings)
     with read_session(engine) as s:
@@ -207,7 +208,7 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from bookgate import migrate, mqtt_accounts
-    from bookgate.db import read_session, write_session
+    from core.db import read_session, write_session
 
     engine = _engine(settings)
     migrate.upgrade(engine)

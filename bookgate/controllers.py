@@ -41,9 +41,9 @@ from access.protocol import (
     Unlock,
 )
 from access.supervision import full_sync, set_state
-from bookgate import audit
-from bookgate.audit import SYSTEM
-from bookgate.db import read_session, utcnow, write_session
+from core import audit
+from core.audit import SYSTEM
+from core.db import read_session, utcnow, write_session
 from drivers.esprfid import ControllerConfig, EsprfidDriver, MqttSettings
 
 log = logging.getLogger("bookgate.controllers")

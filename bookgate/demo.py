@@ -12,13 +12,13 @@ from sqlmodel import select
 
 from access.models import Credential
 from access.protocol import compact_hex
-from bookgate import auth
-from bookgate.audit import SYSTEM
-from bookgate.db import write_session
-from bookgate.models import User
 from bookgate.provision import import_site_file
-from bookgate.security import generate_password
 from config.site import example_path
+from core import auth
+from core.audit import SYSTEM
+from core.db import write_session
+from core.models import User
+from core.security import generate_password
 
 DOMAIN = "tilleuls.example.com"
 SITE = "les-tilleuls"

@@ -8,7 +8,7 @@ import secrets
 from sqlmodel import Session, select
 
 from access.models import Controller
-from bookgate import audit
+from core import audit
 from drivers.esprfid import MqttSettings
 from drivers.mosquitto import Account, acl_file, password_file, password_hash
 

@@ -11,12 +11,12 @@ from sqlalchemy import Engine
 
 from access import siteconfig as access_config
 from bms import siteconfig as bms_config
-from bookgate import audit
-from bookgate.audit import Actor
-from bookgate.db import write_session
-from bookgate.models import Site, Venue
-from bookgate.upsert import ImportReport, upsert
 from config.site import SiteFile, load_site_file
+from core import audit
+from core.audit import Actor
+from core.db import write_session
+from core.models import Site, Venue
+from core.upsert import ImportReport, upsert
 
 
 def apply_site_file(engine: Engine, doc: SiteFile, actor: Actor, *, source: str = "") -> ImportReport:

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
-        return f"sqlite:///{(self.var_dir / 'bookgate.db').resolve()}"
+        return f"sqlite:///{(self.var_dir / 'core.db').resolve()}"
 
     def ensure_var_dir(self) -> Path:
         self.var_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-from bookgate.db import make_engine
-from bookgate.schema import load_all_models
+from core.db import make_engine
+from migrations.models import load_all_models
 
 target_metadata = load_all_models()
 

@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from bms.context import ResourceCtx, can_see, load_resource, load_resource_by_id, manages
 from bms.service import ReservationPublic, public
-from bookgate import audit
-from bookgate.auth import Principal
-from bookgate.db import open_session, utcnow
-from bookgate.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep
-from bookgate.errors import Forbidden, NotFound
-from bookgate.models import Venue
+from core import audit
+from core.auth import Principal
+from core.db import open_session, utcnow
+from core.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep
+from core.errors import Forbidden, NotFound
+from core.models import Venue
 from moderation import documents, service
 from moderation.models import ModerationPolicy, VenueDocument
 from moderation.policy import Conditions, conditions_for, scope_of

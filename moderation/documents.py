@@ -18,10 +18,10 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, or_, select
 
 from bms.context import ResourceCtx
-from bookgate import audit
-from bookgate.auth import Principal
-from bookgate.errors import AppError, Invalid
-from bookgate.models import Venue
+from core import audit
+from core.auth import Principal
+from core.errors import AppError, Invalid
+from core.models import Venue
 from moderation.models import VenueDocument
 
 MAX_BYTES = 5 * 1024 * 1024

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Integer, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from bookgate.db import JSONText, UTCDateTime, utcnow
+from core.db import JSONText, UTCDateTime, utcnow
 
 
 class ModerationPolicy(SQLModel, table=True):

@@ -19,8 +19,8 @@ from bms.models import Reservation
 from bms.rules import EffectiveRules
 from bms.service import Draft, holding_overlaps, peak_places
 from bms.states import Status
-from bookgate.models import Role, RoleGrant
 from config.site import WEEKDAYS, Moderation, parse_time_range
+from core.models import Role, RoleGrant
 from moderation.models import ModerationPolicy
 
 

@@ -32,11 +32,11 @@ from bms.service import (
     transition,
 )
 from bms.states import ACTIVE, HOLDING, Status
-from bookgate import audit, outbox
-from bookgate.auth import Principal
-from bookgate.db import is_sqlite, utcnow
-from bookgate.errors import AppError, Conflict, Forbidden, Invalid, NotFound
-from bookgate.models import User, Venue
+from core import audit, outbox
+from core.auth import Principal
+from core.db import is_sqlite, utcnow
+from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from core.models import User, Venue
 from moderation.models import ChangeProposal
 
 # ---------------------------------------------------------------- schemas

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from access.decisions import trim_changes
 from access.transitions import NEXT_DUE
-from bookgate.db import utcnow, write_session
+from core.db import utcnow, write_session
 from schedules.dispatch import Send, SendMany, dispatch_once, next_due
 from schedules.expiry import expire_pending
 from schedules.noshow import mark_no_shows

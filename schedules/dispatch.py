@@ -27,10 +27,10 @@ from access.desired import DoorGrant
 from access.models import Controller, Credential, Door, Transition
 from access.protocol import Command, CommandResult, Grant, Revoke
 from access.service import state_for_doors
-from bookgate import audit
-from bookgate.audit import SYSTEM
-from bookgate.db import read_session, utcnow, write_session
-from bookgate.models import User
+from core import audit
+from core.audit import SYSTEM
+from core.db import read_session, utcnow, write_session
+from core.models import User
 
 log = logging.getLogger("bookgate.dispatch")
 

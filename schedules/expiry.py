@@ -17,7 +17,7 @@ from bms.context import load_resource_by_id
 from bms.models import Reservation
 from bms.service import set_status
 from bms.states import Status
-from bookgate.audit import SYSTEM
+from core.audit import SYSTEM
 from moderation.service import deadline, void_proposals
 from schedules.sweep import sweep
 

@@ -15,7 +15,7 @@ from bms.context import load_resource_by_id
 from bms.models import Reservation
 from bms.service import set_status
 from bms.states import Status
-from bookgate.audit import SYSTEM
+from core.audit import SYSTEM
 from schedules.sweep import sweep
 
 # AccessPolicy.no_show_minutes lies in 1 .. 24 h: nothing outside this range can be due.

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bms.models import Reservation
-from bookgate.db import write_session
+from core.db import write_session
 
 
 def sweep(engine: Engine, where: list[Any], handle: Callable[[Session, Reservation], bool], *, batch: int = 200) -> int:

@@ -18,14 +18,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from bookgate import auth, migrate
+from bookgate import migrate
 from bookgate.app import create_app
-from bookgate.audit import SYSTEM
-from bookgate.db import make_engine, write_session
-from bookgate.models import User
-from bookgate.schema import load_all_models
-from bookgate.security import set_hash_cost
 from config import Settings
+from core import auth
+from core.audit import SYSTEM
+from core.db import make_engine, write_session
+from core.models import User
+from core.security import set_hash_cost
+from migrations.models import load_all_models
 
 
 class _TestEnv(BaseSettings):

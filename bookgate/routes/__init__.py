@@ -1,1 +1,1 @@
-"""The shell's own API routers (auth, users, API keys, health)."""
+"""The composition root's own routers: site configuration import over every domain."""

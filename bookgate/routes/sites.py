@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from bookgate.deps import AdminUser, CurrentUser, EngineDep, SessionDep
-from bookgate.errors import Invalid
-from bookgate.models import Site, Venue
 from bookgate.provision import apply_site_file
 from config.site import SiteFileError, parse_site_document
+from core.deps import AdminUser, CurrentUser, EngineDep, SessionDep
+from core.errors import Invalid
+from core.models import Site, Venue
 
 router = APIRouter(prefix="/api/v1", tags=["sites"])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 # The audit trail is append-only: the database itself refuses UPDATE and DELETE on it.
 _PG_GUARD = """
@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("locale", sa.String(length=5), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("app_user", schema=None) as batch_op:
@@ -71,7 +71,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("at", core.db.UTCDateTime(), nullable=False),
         sa.Column("actor_id", sa.Integer(), nullable=True),
         sa.Column("actor", sa.String(length=254), nullable=False),
         sa.Column("action", sa.String(length=80), nullable=False),
@@ -91,7 +91,7 @@ def upgrade() -> None:
     op.create_table(
         "login_attempt",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("at", core.db.UTCDateTime(), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("client_addr", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -103,15 +103,15 @@ def upgrade() -> None:
     op.create_table(
         "outbox",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.Column("kind", sa.String(length=80), nullable=False),
-        sa.Column("payload", bookgate.db.JSONText(), nullable=False),
-        sa.Column("available_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("payload", core.db.JSONText(), nullable=False),
+        sa.Column("available_at", core.db.UTCDateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("locked_by", sa.String(length=64), nullable=True),
-        sa.Column("locked_until", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("done_at", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("failed_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("locked_until", core.db.UTCDateTime(), nullable=True),
+        sa.Column("done_at", core.db.UTCDateTime(), nullable=True),
+        sa.Column("failed_at", core.db.UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -125,8 +125,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("locale", sa.String(length=5), nullable=False),
-        sa.Column("defaults", bookgate.db.JSONText(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("defaults", core.db.JSONText(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("site", schema=None) as batch_op:
@@ -139,10 +139,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("last_used_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", core.db.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", core.db.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -155,9 +155,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", core.db.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", core.db.UTCDateTime(), nullable=True),
         sa.Column("client_addr", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -173,7 +173,7 @@ def upgrade() -> None:
         sa.Column("site_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("driver", sa.String(length=20), nullable=False),
-        sa.Column("settings", bookgate.db.JSONText(), nullable=False),
+        sa.Column("settings", core.db.JSONText(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["site_id"], ["site.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
@@ -188,7 +188,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=63), nullable=False),
         sa.Column("site_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("rules", bookgate.db.JSONText(), nullable=False),
+        sa.Column("rules", core.db.JSONText(), nullable=False),
         sa.ForeignKeyConstraint(["site_id"], ["site.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -227,10 +227,10 @@ def upgrade() -> None:
         sa.Column("capacity", sa.Integer(), nullable=False),
         sa.Column("quota_group", sa.String(length=60), nullable=True),
         sa.Column("pool_strategy", sa.String(length=20), nullable=True),
-        sa.Column("rules", bookgate.db.JSONText(), nullable=False),
-        sa.Column("access", bookgate.db.JSONText(), nullable=False),
+        sa.Column("rules", core.db.JSONText(), nullable=False),
+        sa.Column("access", core.db.JSONText(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["venue_id"], ["venue.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 # No double booking, enforced by PostgreSQL itself: two holding bookings of one exclusive unit
 # may not share any instant of their buffer-widened ranges. (SQLite serialises writers instead.)
@@ -47,8 +47,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
-        sa.Column("response", bookgate.db.JSONText(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("response", core.db.JSONText(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("user_id", "key"),
@@ -64,10 +64,10 @@ def upgrade() -> None:
         sa.Column("duration_minutes", sa.Integer(), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("places", sa.Integer(), nullable=False),
-        sa.Column("beneficiary_ids", bookgate.db.JSONText(), nullable=False),
+        sa.Column("beneficiary_ids", core.db.JSONText(), nullable=False),
         sa.Column("note", sa.String(length=1000), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["planner_id"], ["app_user.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
@@ -82,12 +82,12 @@ def upgrade() -> None:
         sa.Column("resource_id", sa.Integer(), nullable=False),
         sa.Column("unit_id", sa.Integer(), nullable=False),
         sa.Column("planner_id", sa.Integer(), nullable=False),
-        sa.Column("start", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("end", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("block_start", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("block_end", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("access_start", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("access_end", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("start", core.db.UTCDateTime(), nullable=False),
+        sa.Column("end", core.db.UTCDateTime(), nullable=False),
+        sa.Column("block_start", core.db.UTCDateTime(), nullable=False),
+        sa.Column("block_end", core.db.UTCDateTime(), nullable=False),
+        sa.Column("access_start", core.db.UTCDateTime(), nullable=False),
+        sa.Column("access_end", core.db.UTCDateTime(), nullable=False),
         sa.Column("exclusive", sa.Boolean(), nullable=False),
         sa.Column("long_span", sa.Boolean(), nullable=False),
         sa.Column("places", sa.Integer(), nullable=False),
@@ -98,8 +98,8 @@ def upgrade() -> None:
         sa.Column("detached", sa.Boolean(), nullable=False),
         sa.Column("changes", sa.Integer(), nullable=False),
         sa.Column("status_reason", sa.String(length=500), nullable=True),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["planner_id"], ["app_user.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["series_id"], ["series.id"], ondelete="SET NULL"),

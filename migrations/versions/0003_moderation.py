@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 revision = "0003"
 down_revision = "0002"
@@ -25,8 +25,8 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(length=40), nullable=False),
         sa.Column("venue_id", sa.Integer(), nullable=False),
         sa.Column("resource_id", sa.Integer(), nullable=True),
-        sa.Column("conditions", bookgate.db.JSONText(), nullable=False),
-        sa.Column("updated_at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("conditions", core.db.JSONText(), nullable=False),
+        sa.Column("updated_at", core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["venue_id"], ["venue.id"], ondelete="CASCADE"),
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.Column("uploaded_by", sa.Integer(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["venue_id"], ["venue.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -61,15 +61,15 @@ def upgrade() -> None:
         "moderation_proposal",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("reservation_id", sa.Integer(), nullable=False),
-        sa.Column("start", bookgate.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("end", bookgate.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("start", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("end", core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("unit_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.String(length=500), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("proposed_by", sa.Integer(), nullable=False),
-        sa.Column("based_on", bookgate.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("decided_at", bookgate.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("based_on", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["reservation_id"], ["reservation.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["unit_id"], ["resource_unit.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 revision = "0004"
 down_revision = "0003"
@@ -24,13 +24,13 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("reservation_id", sa.Integer(), nullable=False),
         sa.Column("requested_by", sa.Integer(), nullable=False),
-        sa.Column("start", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("end", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("start", core.db.UTCDateTime(), nullable=False),
+        sa.Column("end", core.db.UTCDateTime(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=True),
-        sa.Column("base_version", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("decided_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("base_version", core.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
+        sa.Column("decided_at", core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["requested_by"], ["app_user.id"], ondelete="RESTRICT"),
         sa.ForeignKeyConstraint(["reservation_id"], ["reservation.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 revision = "0005"
 down_revision = "0004"
@@ -26,10 +26,10 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=10), nullable=False),
         sa.Column("value", sa.String(length=128), nullable=False),
         sa.Column("label", sa.String(length=100), nullable=False),
-        sa.Column("valid_from", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("valid_until", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("created_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("valid_from", core.db.UTCDateTime(), nullable=True),
+        sa.Column("valid_until", core.db.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", core.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("kind", "value"),
@@ -45,8 +45,8 @@ def upgrade() -> None:
         sa.Column("resource_id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("mode", sa.String(length=20), nullable=False),
-        sa.Column("start", bookgate.db.UTCDateTime(), nullable=False),
-        sa.Column("end", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("start", core.db.UTCDateTime(), nullable=False),
+        sa.Column("end", core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["resource_id"], ["resource.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -62,13 +62,13 @@ def upgrade() -> None:
         sa.Column("door_id", sa.Integer(), nullable=False),
         sa.Column("credential_id", sa.Integer(), nullable=True),
         sa.Column("action", sa.String(length=10), nullable=False),
-        sa.Column("due_at", bookgate.db.UTCDateTime(), nullable=False),
+        sa.Column("due_at", core.db.UTCDateTime(), nullable=False),
         sa.Column("source", sa.String(length=40), nullable=False),
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claimed_by", sa.String(length=40), nullable=True),
-        sa.Column("claimed_until", bookgate.db.UTCDateTime(), nullable=True),
-        sa.Column("done_at", bookgate.db.UTCDateTime(), nullable=True),
+        sa.Column("claimed_until", core.db.UTCDateTime(), nullable=True),
+        sa.Column("done_at", core.db.UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.ForeignKeyConstraint(["controller_id"], ["controller.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["credential_id"], ["credential.id"], ondelete="CASCADE"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 revision = "0006"
 down_revision = "0005"
@@ -21,8 +21,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("controller", schema=None) as batch_op:
         batch_op.add_column(sa.Column("state", sa.String(length=10), nullable=False, server_default="unknown"))
-        batch_op.add_column(sa.Column("last_seen", bookgate.db.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column("last_sync", bookgate.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("last_seen", core.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("last_sync", core.db.UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:

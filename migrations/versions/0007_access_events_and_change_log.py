@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import bookgate.db
+import core.db
 
 revision = "0007"
 down_revision = "0006"
@@ -27,14 +27,14 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=12), nullable=False),
         sa.Column("ref", sa.String(length=40), nullable=False),
-        sa.Column("at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sqlite_autoincrement=True,
     )
     op.create_table(
         "access_event",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", bookgate.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("controller_id", sa.Integer(), nullable=False),
         sa.Column("door_id", sa.Integer(), nullable=True),
         sa.Column("kind", sa.String(length=12), nullable=False),
@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer(), nullable=True),
         sa.Column("source", sa.String(length=40), nullable=True),
         sa.Column("decided_by", sa.String(length=12), nullable=False),
-        sa.Column("detail", bookgate.db.JSONText(), nullable=False),
+        sa.Column("detail", core.db.JSONText(), nullable=False),
         sa.ForeignKeyConstraint(["controller_id"], ["controller.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["credential_id"], ["credential.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["door_id"], ["door.id"], ondelete="SET NULL"),

@@ -19,7 +19,7 @@ from access.service import state_for_doors
 from access.windows import set_windows
 from bms.models import Resource
 from bookgate.controllers import start_esprfid
-from bookgate.db import read_session, utcnow, write_session
+from core.db import read_session, utcnow, write_session
 from drivers.esprfid import MqttSettings
 from drivers.esprfid.simulator import DeviceConfig, SimulatorFleet
 from tests.conftest import login
@@ -274,9 +274,9 @@ def test_reimporting_doors_reaches_the_decision_index(engine, badges):
     """A site file that moves a door to other resources must change what the index decides."""
     import yaml
 
-    from bookgate.audit import SYSTEM
     from bookgate.provision import apply_site_file
     from config.site import example_path, parse_site_document
+    from core.audit import SYSTEM
 
     (meeting,) = _ids(engine, Resource, "meeting-room")
     (door,) = _ids(engine, Door, "meeting-room-door")

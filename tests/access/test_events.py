@@ -12,7 +12,7 @@ from access import events
 from access.models import AccessEvent, AccessWindow, Transition
 from access.protocol import DoorEvent
 from bms.models import Reservation
-from bookgate.db import read_session, write_session
+from core.db import read_session, write_session
 from schedules.dispatch import dispatch_once
 from schedules.noshow import mark_no_shows
 from tests.conftest import login

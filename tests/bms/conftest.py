@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bookgate.audit import SYSTEM
-from bookgate.db import utcnow
 from bookgate.provision import import_site_file
+from core.audit import SYSTEM
+from core.db import utcnow
 from tests.conftest import login
 
 PARIS = ZoneInfo("Europe/Paris")

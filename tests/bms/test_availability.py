@@ -9,10 +9,10 @@ from sqlmodel import delete
 from bms import availability, service
 from bms.context import load_resource
 from bms.models import Reservation
-from bookgate import auth
-from bookgate.db import read_session, write_session
-from bookgate.errors import AppError
-from bookgate.models import User
+from core import auth
+from core.db import read_session, write_session
+from core.errors import AppError
+from core.models import User
 from tests.bms.conftest import PARIS, book, local
 
 

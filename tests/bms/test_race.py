@@ -13,8 +13,8 @@ from sqlmodel import select
 
 from bench.harness import bulk_residents, serve
 from bms.models import Reservation, Resource
-from bookgate.db import read_session
-from bookgate.models import Site
+from core.db import read_session
+from core.models import Site
 from tests.bms.conftest import local
 
 

@@ -6,8 +6,8 @@ import pytest
 from sqlmodel import func, select
 
 from bms.models import Reservation
-from bookgate.db import read_session, write_session
-from bookgate.outbox import OutboxMessage
+from core.db import read_session, write_session
+from core.outbox import OutboxMessage
 from tests.bms.conftest import book, local
 
 
@@ -213,7 +213,7 @@ def test_change_deadline_binds_residents_not_managers(client, people, engine):
     rid = book(client, people["alice"], "p-court", s, s + timedelta(hours=1)).json()["id"]
     with write_session(engine) as sess:  # the booking is now 30 minutes away
         r = sess.get(Reservation, rid)
-        from bookgate.db import utcnow
+        from core.db import utcnow
 
         r.start = utcnow() + timedelta(minutes=30)
         r.end = r.start + timedelta(hours=1)

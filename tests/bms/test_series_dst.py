@@ -9,10 +9,10 @@ from sqlmodel import select
 
 from bms import recurrence, service
 from bms.models import Reservation
-from bookgate import auth
-from bookgate.db import read_session, write_session
-from bookgate.errors import AppError
-from bookgate.models import User
+from core import auth
+from core.db import read_session, write_session
+from core.errors import AppError
+from core.models import User
 from tests.bms.conftest import NEW_YORK, PARIS
 
 NOW = datetime(2027, 2, 20, 12, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ def test_environment_is_read_with_prefix(monkeypatch, tmp_path):
 
 def test_default_database_is_sqlite_in_var(tmp_path):
     s = Settings(var_dir=tmp_path / "v", _env_file=None)
-    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'v' / 'bookgate.db').resolve()}"
+    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'v' / 'core.db').resolve()}"
 
 
 @pytest.mark.parametrize(("field", "value"), [("timezone", "Mars/Olympus"), ("locale", "xx"), ("port", "0")])

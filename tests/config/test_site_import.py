@@ -8,12 +8,12 @@ from sqlmodel import func, select
 
 from access.models import Controller, Door, DoorResource
 from bms.models import Resource, ResourceUnit
-from bookgate.audit import SYSTEM, AuditEntry
 from bookgate.cli import main as cli_main
-from bookgate.db import read_session
-from bookgate.models import Site, Venue
 from bookgate.provision import apply_site_file, import_site_file
 from config.site import SiteFileError, example_path, load_site_file, parse_site_document
+from core.audit import SYSTEM, AuditEntry
+from core.db import read_session
+from core.models import Site, Venue
 
 
 def _example() -> dict:

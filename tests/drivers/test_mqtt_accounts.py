@@ -18,9 +18,9 @@ from sqlmodel import select
 from access.models import Controller
 from access.protocol import Booted
 from bench.harness import free_port
-from bookgate.audit import SYSTEM, AuditEntry
-from bookgate.db import read_session, write_session
 from bookgate.mqtt_accounts import AccountError, broker_files, issue
+from core.audit import SYSTEM, AuditEntry
+from core.db import read_session, write_session
 from drivers.esprfid import ControllerConfig, EsprfidDriver, MqttSettings
 from drivers.esprfid.simulator import DeviceConfig, SimulatorFleet
 from drivers.mosquitto import check_password, password_hash

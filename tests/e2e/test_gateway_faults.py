@@ -26,8 +26,8 @@ from access.protocol import compact_hex
 from access.windows import replan_user, set_windows
 from bench.harness import free_port
 from bms.models import Resource
-from bookgate.db import read_session, utcnow, write_session
-from bookgate.models import User
+from core.db import read_session, utcnow, write_session
+from core.models import User
 from drivers.esprfid import MqttSettings
 from drivers.esprfid.simulator import DeviceConfig, SimulatorFleet
 from tests.drivers.conftest import mqtt_url, topic_prefix  # noqa: F401 - fixtures reused

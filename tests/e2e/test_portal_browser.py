@@ -41,7 +41,7 @@ def test_the_doors_board_shows_controllers_and_explained_events(browser, app, en
 
     from access import events
     from access.protocol import DoorEvent
-    from bookgate.db import utcnow, write_session
+    from core.db import utcnow, write_session
 
     manager, password = make_user({"role": "venue_manager", "venue": "sports"}, name="Marc Manager")
     resident, rpw = make_user({"role": "resident", "site": "les-tilleuls"})

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from bookgate.auth import Principal, load_principal
-from bookgate.db import read_session
-from bookgate.models import User
+from core.auth import Principal, load_principal
+from core.db import read_session
+from core.models import User
 from tests.bms.conftest import Person, book, local, people, sites  # noqa: F401 - fixtures reused
 
 __all__ = ["book", "local"]

@@ -8,10 +8,10 @@ import pytest
 from sqlmodel import select
 
 from bms.models import Reservation
-from bookgate.audit import AuditEntry
-from bookgate.db import open_session, read_session
-from bookgate.errors import AppError
-from bookgate.outbox import OutboxMessage
+from core.audit import AuditEntry
+from core.db import open_session, read_session
+from core.errors import AppError
+from core.outbox import OutboxMessage
 from moderation import service
 from tests.moderation.conftest import local, principal_of, request_slot
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 from sqlmodel import func, select
 
 from bms.models import Reservation
-from bookgate.db import read_session, write_session
-from bookgate.outbox import OutboxMessage
+from core.db import read_session, write_session
+from core.outbox import OutboxMessage
 from moderation.models import VenueDocument
 from schedules.expiry import expire_pending
 from tests.moderation.conftest import local, request_slot

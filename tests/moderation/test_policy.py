@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from bookgate.db import read_session
-from bookgate.outbox import OutboxMessage
+from core.db import read_session
+from core.outbox import OutboxMessage
 from moderation.policy import Conditions, evaluate
 from tests.bms.conftest import book, local
 

@@ -11,8 +11,8 @@ from sqlmodel import func, select
 from access.models import Controller, Door, Transition
 from access.protocol import CommandResult, Grant, Revoke
 from access.transitions import PRELOAD
-from bookgate.audit import AuditEntry
-from bookgate.db import make_engine, read_session, write_session
+from core.audit import AuditEntry
+from core.db import make_engine, read_session, write_session
 from schedules.dispatch import dispatch_once
 from tests.bms.conftest import local
 from tests.conftest import login
@@ -179,7 +179,7 @@ def _worker(url: str, out: mp.Queue) -> None:
 
 
 def test_two_dispatchers_share_5000_due_transitions(engine, booked):
-    from bookgate.db import utcnow
+    from core.db import utcnow
 
     with read_session(engine) as s:
         gate = s.exec(select(Door).where(Door.key == "court-gate")).one()

@@ -76,7 +76,7 @@ def test_a_residents_badge_opens_as_each_reader_reads_it_during_the_booking_only
     from access import events
     from access.models import Controller
     from access.protocol import DoorEvent
-    from bookgate.db import write_session
+    from core.db import write_session
     from tests.conftest import login
 
     res, _headers = booked

@@ -14,11 +14,11 @@ import yaml
 from fastapi.testclient import TestClient
 
 from bookgate.app import create_app
-from bookgate.audit import SYSTEM
-from bookgate.db import utcnow
 from bookgate.provision import apply_site_file
 from config import Settings
 from config.site import example_path, parse_site_document
+from core.audit import SYSTEM
+from core.db import utcnow
 from drivers.esprfid import MqttSettings
 from drivers.esprfid.simulator import DeviceConfig, SimulatedController, SimulatorFleet
 from tests.conftest import login
@@ -148,8 +148,8 @@ def test_reconcile_repairs_what_the_controller_holds(site, engine):
     assert site.device.commands_handled - handled == 2  # getuserlist and the fence that closes the list
     from sqlmodel import func, select
 
-    from bookgate.audit import AuditEntry
-    from bookgate.db import read_session
+    from core.audit import AuditEntry
+    from core.db import read_session
 
     with read_session(engine) as s:
         reconciled = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "controller.reconciled")
@@ -172,7 +172,7 @@ def test_a_grant_due_later_is_sent_on_time(site, engine):
     from access.transitions import PRELOAD
     from access.windows import set_windows
     from bms.models import Resource
-    from bookgate.db import write_session
+    from core.db import write_session
 
     me = site.alice_id
     site.client.post(f"/api/v1/users/{me}/credentials", json={"kind": "badge", "value": "a5a5a5a5"}, headers=site.admin)
@@ -194,7 +194,7 @@ def test_a_controller_that_stops_beating_goes_offline(site, engine):
     from sqlmodel import select
 
     from access.models import Controller
-    from bookgate.db import read_session
+    from core.db import read_session
 
     host = site.client.app.state.driver_host
     assert _wait(lambda: host.supervise() == 0 and _state(engine, "courts-ctl") == "online")
@@ -208,7 +208,7 @@ def _state(engine, key: str) -> str:
     from sqlmodel import select
 
     from access.models import Controller
-    from bookgate.db import read_session
+    from core.db import read_session
 
     with read_session(engine) as s:
         return s.exec(select(Controller).where(Controller.key == key)).one().state

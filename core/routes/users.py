@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from sqlmodel import col, select
 
-from bookgate import auth
-from bookgate.auth import (
+from core import auth
+from core.auth import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
@@ -14,8 +14,8 @@ from bookgate.auth import (
     UserPublic,
     UserUpdate,
 )
-from bookgate.deps import AdminUser, SessionDep, WriteSessionDep
-from bookgate.models import ApiKey, User
+from core.deps import AdminUser, SessionDep, WriteSessionDep
+from core.models import ApiKey, User
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 

@@ -10,11 +10,11 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bookgate.auth import Principal, resolve_token
-from bookgate.db import open_session
-from bookgate.errors import Forbidden, Unauthorized
-from bookgate.models import Role
 from config import Settings
+from core.auth import Principal, resolve_token
+from core.db import open_session
+from core.errors import Forbidden, Unauthorized
+from core.models import Role
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 

@@ -19,13 +19,13 @@ from access import events as access_events
 from access import service as access_service
 from access.models import Controller
 from bms.models import Resource
-from bookgate import auth
-from bookgate.auth import Principal
-from bookgate.db import open_session, utcnow
-from bookgate.deps import ClientAddr, EngineDep, SettingsDep
-from bookgate.errors import AppError, Forbidden
-from bookgate.i18n import pick_locale, translator
-from bookgate.models import Role, Site, User, Venue
+from core import auth
+from core.auth import Principal
+from core.db import open_session, utcnow
+from core.deps import ClientAddr, EngineDep, SettingsDep
+from core.errors import AppError, Forbidden
+from core.i18n import pick_locale, translator
+from core.models import Role, Site, User, Venue
 
 COOKIE = "bookgate_session"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))

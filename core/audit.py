@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Text, text
 from sqlmodel import Field, Session, SQLModel, select
 
-from bookgate.db import UTCDateTime, is_sqlite, utcnow
+from core.db import UTCDateTime, is_sqlite, utcnow
 
 GENESIS = "0" * 64
 # Any constant will do: it names the one advisory lock that orders chain appends on PostgreSQL.

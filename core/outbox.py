@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Engine, Index, Text, or_
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
-from bookgate.db import JSONText, UTCDateTime, utcnow, write_session
+from core.db import JSONText, UTCDateTime, utcnow, write_session
 
-log = logging.getLogger("bookgate.outbox")
+log = logging.getLogger("core.outbox")
 
 
 class OutboxMessage(SQLModel, table=True):

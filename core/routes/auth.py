@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from bookgate import auth
-from bookgate.auth import TokenOut, UserPublic
-from bookgate.deps import (
+from core import auth
+from core.auth import TokenOut, UserPublic
+from core.deps import (
     ClientAddr,
     CurrentUser,
     EngineDep,

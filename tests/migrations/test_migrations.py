@@ -9,8 +9,8 @@ from sqlalchemy import inspect
 
 import migrations
 from bookgate import migrate
-from bookgate.db import make_engine
-from bookgate.schema import load_all_models
+from core.db import make_engine
+from migrations.models import load_all_models
 
 
 def test_upgrade_downgrade_upgrade(fresh_db):

@@ -5,9 +5,9 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import func, select
 
-from bookgate.audit import AuditEntry
-from bookgate.db import read_session, utcnow, write_session
-from bookgate.models import AuthSession, LoginAttempt, User
+from core.audit import AuditEntry
+from core.db import read_session, utcnow, write_session
+from core.models import AuthSession, LoginAttempt, User
 from tests.conftest import login
 
 

@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, delete, select, update
 
-from bookgate import audit
-from bookgate.audit import Actor
-from bookgate.db import utcnow, write_session
-from bookgate.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
-from bookgate.models import (
+from config import Settings
+from core import audit
+from core.audit import Actor
+from core.db import utcnow, write_session
+from core.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
+from core.models import (
     ApiKey,
     AuthSession,
     LoginAttempt,
@@ -23,7 +24,7 @@ from bookgate.models import (
     User,
     Venue,
 )
-from bookgate.security import (
+from core.security import (
     MIN_PASSWORD_LENGTH,
     hash_password,
     needs_rehash,
@@ -31,7 +32,6 @@ from bookgate.security import (
     token_hash,
     verify_password,
 )
-from config import Settings
 
 # ---------------------------------------------------------------- principals
 

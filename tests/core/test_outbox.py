@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 from sqlmodel import select
 
-from bookgate import outbox
-from bookgate.db import make_engine, read_session, write_session
-from bookgate.outbox import OutboxMessage
+from core import outbox
+from core.db import make_engine, read_session, write_session
+from core.outbox import OutboxMessage
 
 
 def test_message_exists_only_after_commit(engine):

@@ -7,10 +7,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from bookgate import audit
-from bookgate.audit import SYSTEM, Actor, AuditEntry
 from bookgate.cli import main as cli_main
-from bookgate.db import read_session, write_session
+from core import audit
+from core.audit import SYSTEM, Actor, AuditEntry
+from core.db import read_session, write_session
 
 
 def _write(engine, n: int) -> None:

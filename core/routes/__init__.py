@@ -1,0 +1,1 @@
+"""The kernel's own API routers: sign-in and sessions, users and API keys."""
