@@ -50,7 +50,6 @@ def add_credential(
     user_id: int, data: service.CredentialCreate, principal: CurrentUser, session: WriteSessionDep
 ) -> service.CredentialPublic:
     cred = service.add_credential(session, principal, user_id, data)
-    session.commit()
     return service.credential_public(cred)
 
 
@@ -59,7 +58,6 @@ def revoke_credential(
     user_id: int, credential_id: int, principal: CurrentUser, session: WriteSessionDep
 ) -> service.CredentialPublic:
     cred = service.revoke_credential(session, principal, user_id, credential_id)
-    session.commit()
     return service.credential_public(cred)
 
 
@@ -158,7 +156,6 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         decided_by="gateway",
         credential_kind=data.kind,
     )
-    session.commit()
     return DecisionPublic(
         allowed=decision.allowed,
         reason=decision.reason,

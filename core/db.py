@@ -135,11 +135,16 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
-    """One write transaction: committed when the block ends, rolled back if it raises."""
+    """One unit of work (requests and jobs alike): committed when the block ends, rolled back if
+    it raises, except for a refusal that asks to keep what it wrote (``AppError(keep=True)``).
+    Services flush; only this commits."""
     with open_session(engine, write=True) as session:
         try:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
+        except BaseException as exc:
+            if getattr(exc, "keep", False) is True:
+                session.commit()
+            else:
+                session.rollback()
             raise
+        session.commit()

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from config import Settings
 from core.auth import Principal, resolve_token
-from core.db import open_session
+from core.db import open_session, write_session
 from core.errors import Forbidden, Unauthorized
 from core.models import Role
 
@@ -37,15 +37,17 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
 
 
 def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    """A write transaction (BEGIN IMMEDIATE on SQLite). Routes commit explicitly before answering."""
-    with open_session(engine, write=True) as session:
+    """The request's unit of work (BEGIN IMMEDIATE on SQLite): committed when the route returns,
+    rolled back when it raises. Its scope is the route call, so the commit happens before the
+    response is sent: a client never reads a success that was not stored. Routes never commit."""
+    with write_session(engine) as session:
         yield session
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
-WriteSessionDep = Annotated[Session, Depends(get_write_session)]
+WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 ClientAddr = Annotated[str, Depends(client_addr)]
 
 

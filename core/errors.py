@@ -14,9 +14,13 @@ log = logging.getLogger("bookgate")
 
 
 class AppError(Exception):
-    """A refusal with a machine-readable code; raised by services, rendered by the API."""
+    """A refusal with a machine-readable code; raised by services, rendered by the API.
+
+    A refusal rolls the request's unit of work back, unless it is raised with ``keep=True``: for
+    refusals that must leave a trace (a request voided because its booking changed meanwhile)."""
 
     status = 400
+    keep = False
 
     def __init__(
         self,
@@ -26,11 +30,13 @@ class AppError(Exception):
         status: int | None = None,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        keep: bool = False,
         **extra: Any,
     ):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.keep = keep
         if status is not None:
             self.status = status
         self.field = field

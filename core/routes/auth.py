@@ -33,7 +33,6 @@ def issue_token(
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(principal: CurrentUser, session: WriteSessionDep) -> None:
     auth.logout(session, principal)
-    session.commit()
 
 
 @router.get("/users/me", response_model=UserPublic, tags=["users"])

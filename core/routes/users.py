@@ -38,7 +38,6 @@ def list_users(
 @router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
 def create_user(data: UserCreate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
     user = auth.create_user(session, admin.actor, data)
-    session.commit()
     return auth.user_public(session, user)
 
 
@@ -51,7 +50,6 @@ def get_user(user_id: int, _admin: AdminUser, session: SessionDep) -> UserPublic
 def update_user(user_id: int, data: UserUpdate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
     """Disabling a user (is_active=false) revokes all their sessions and API keys at once."""
     user = auth.update_user(session, admin.actor, user_id, data)
-    session.commit()
     return auth.user_public(session, user)
 
 
@@ -64,11 +62,9 @@ def list_api_keys(_admin: AdminUser, session: SessionDep) -> list[ApiKeyPublic]:
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED, tags=["api keys"])
 def create_api_key(data: ApiKeyCreate, admin: AdminUser, session: WriteSessionDep) -> ApiKeyCreated:
     created = auth.create_api_key(session, admin.actor, data)
-    session.commit()
     return created
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["api keys"])
 def revoke_api_key(key_id: int, admin: AdminUser, session: WriteSessionDep) -> None:
     auth.revoke_api_key(session, admin.actor, key_id)
-    session.commit()
