@@ -155,6 +155,7 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         ),
         decided_by="gateway",
         credential_kind=data.kind,
+        listeners=request.app.state.entry_listeners,
     )
     return DecisionPublic(
         allowed=decision.allowed,

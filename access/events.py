@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -26,14 +27,24 @@ from core.errors import Invalid, NotFound
 log = logging.getLogger("bookgate.events")
 
 # (session, source id, user id, when, door key): called in the event's transaction.
-EntryListener = Callable[[Session, int, int, datetime, str], None]
-_entry_listeners: dict[str, EntryListener] = {}
+EntryListener = Callable[[Session, int, int, datetime, str], object]
 
 MAX_DETAIL_KEYS = 20
 
 
-def register_entry_listener(source_type: str, listener: EntryListener) -> None:
-    _entry_listeners[source_type] = listener
+@dataclass
+class EntryListeners:
+    """Who is told of a granted entry, by the source type of the window that explains it.
+
+    Built by the composition root (bms checks a reservation in) and passed to ``record``: an
+    object, not a module registry, so two apps in one process never share listeners."""
+
+    by_source: dict[str, EntryListener] = field(default_factory=dict)
+
+    def notify(self, session: Session, window: AccessWindow, at: datetime, door_key: str) -> None:
+        listener = self.by_source.get(window.source_type)
+        if listener is not None:
+            listener(session, window.source_id, window.user_id, at, door_key)
 
 
 def _door_for(session: Session, controller: Controller, output: int | None) -> Door | None:
@@ -91,9 +102,15 @@ def _detail(raw: dict) -> dict:
 
 
 def record(
-    session: Session, event: DoorEvent, *, decided_by: str = "controller", credential_kind: str = "badge"
+    session: Session,
+    event: DoorEvent,
+    *,
+    decided_by: str = "controller",
+    credential_kind: str = "badge",
+    listeners: EntryListeners | None = None,
 ) -> AccessEvent | None:
-    """Store one event; returns None for a controller the database does not know."""
+    """Store one event, and offer a granted entry to ``listeners``; returns None for a controller
+    the database does not know."""
     ctl = session.exec(select(Controller).where(Controller.key == event.controller_key)).first()
     if ctl is None:
         log.warning("door event from unknown controller %r ignored", event.controller_key)
@@ -123,10 +140,8 @@ def record(
     )
     session.add(row)
     session.flush()
-    if event.kind == "granted" and window is not None and door is not None:
-        listener = _entry_listeners.get(window.source_type)
-        if listener is not None:
-            listener(session, window.source_id, window.user_id, event.at, door.key)
+    if event.kind == "granted" and window is not None and door is not None and listeners is not None:
+        listeners.notify(session, window, event.at, door.key)
     return row
 
 

@@ -21,14 +21,16 @@ from access.models import AccessWindow, Credential, Door, DoorResource, Transiti
 from core.db import utcnow
 
 PRELOAD = timedelta(hours=24)
-NEXT_DUE = "bookgate.next_due"  # session.info key: the earliest due time this transaction wrote
+NEXT_DUE = "bookgate.next_due"  # connection.info key: the earliest due time this transaction wrote
 
 
 def _note_due(session: Session, due: datetime) -> None:
-    """Remember the earliest due time written, so the clock can wake for it once committed."""
-    current = session.info.get(NEXT_DUE)
+    """Remember, on the transaction's connection, the earliest due time written: a clock that
+    listens to its engine's commits wakes for it (schedules.clock), and a rollback forgets it."""
+    info = session.connection().info
+    current = info.get(NEXT_DUE)
     if current is None or due < current:
-        session.info[NEXT_DUE] = due
+        info[NEXT_DUE] = due
 
 
 def plan_source(session: Session, source_type: str, source_id: int, now: datetime | None = None) -> int:

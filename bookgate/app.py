@@ -32,6 +32,11 @@ from schedules.clock import start_clock
 log = logging.getLogger("bookgate")
 
 
+def entry_listeners() -> access_events.EntryListeners:
+    """Who hears of a granted entry: bms checks the reservation in on its first one."""
+    return access_events.EntryListeners({"reservation": bms_service.check_in_on_entry})
+
+
 def create_app(
     settings: Settings | None = None, *, engine: Engine | None = None, migrate_on_start: bool = True
 ) -> FastAPI:
@@ -86,7 +91,6 @@ def create_app(
 
     bms_service.register_status_policy(moderation_policy.decide)
     bms_service.register_change_policy(moderation_policy.hold_changes)
-    access_events.register_entry_listener("reservation", bms_service.check_in_on_entry)
     decisions = DecisionIndex()
 
     app = FastAPI(
@@ -99,6 +103,7 @@ def create_app(
     app.state.engine = engine
     app.state.secret_key = settings.effective_secret_key()
     app.state.decisions = decisions
+    app.state.entry_listeners = entry_listeners()
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])

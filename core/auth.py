@@ -344,23 +344,36 @@ def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) 
         if v is None and k in ("name", "locale", "is_active"):
             raise Invalid("null_not_allowed", f"{k} cannot be null", field=k)
         setattr(user, k, v)
-    revoked = 0
+    revoked = keys_revoked = 0
     if data.password is not None:
         user.password_hash = hash_password(data.password)
         changes["password"] = "changed"  # noqa: S105 - audit marker, never the value
-        revoked = revoke_all_sessions(session, user_id)
+        revoked += revoke_all_sessions(session, user_id)
     if data.is_active is False:
-        revoked = revoke_all_sessions(session, user_id)
-        session.exec(
-            update(ApiKey)
-            .where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
-            .values(revoked_at=utcnow())
+        revoked += revoke_all_sessions(session, user_id)
+        keys_revoked = (
+            session.exec(
+                update(ApiKey)
+                .where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
+                .values(revoked_at=utcnow())
+            ).rowcount
+            or 0
         )
     if data.roles is not None:
         _set_roles(session, user, data.roles)
         changes["roles"] = [r.model_dump(exclude_none=True, mode="json") for r in data.roles]
     session.add(user)
-    audit.record(session, actor, "user.update", "user", user_id, before=before, after=changes, sessions_revoked=revoked)
+    audit.record(
+        session,
+        actor,
+        "user.update",
+        "user",
+        user_id,
+        before=before,
+        after=changes,
+        sessions_revoked=revoked,
+        api_keys_revoked=keys_revoked,
+    )
     return user
 
 

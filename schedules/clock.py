@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, event
 
 from access.decisions import trim_changes
 from access.transitions import NEXT_DUE
@@ -28,22 +26,6 @@ from schedules.expiry import expire_pending
 from schedules.noshow import mark_no_shows
 
 log = logging.getLogger("bookgate.schedules")
-
-_clocks: weakref.WeakSet[Clock] = weakref.WeakSet()
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    due = session.info.pop(NEXT_DUE, None)
-    if due is not None:
-        for clock in list(_clocks):
-            clock.wake(due)
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(NEXT_DUE, None)
-
 
 def _guard(name: str, fn: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
@@ -86,12 +68,32 @@ class Clock:
                 except JobLookupError:
                     return
 
+    # A transaction that wrote transitions leaves its earliest due time on its connection; the
+    # clock listens to its own engine's commits only (no process-wide listener, so two apps in
+    # one process never wake each other). The commit event comes just before the database
+    # commits: a dispatch woken by it that finds nothing yet asks next_due() afterwards and wakes
+    # again, so nothing waits for the safety-net poll.
+    def _on_commit(self, conn: Connection) -> None:
+        due = conn.info.pop(NEXT_DUE, None)
+        if due is not None:
+            self.wake(due)
+
+    @staticmethod
+    def _on_rollback(conn: Connection) -> None:
+        conn.info.pop(NEXT_DUE, None)
+
+    def listen(self) -> None:
+        event.listen(self.engine, "commit", self._on_commit)
+        event.listen(self.engine, "rollback", self._on_rollback)
+
     def shutdown(self, wait: bool = True) -> None:
         # APScheduler's shutdown holds its job-store lock while it waits for running jobs, and a
         # running dispatch ends with a wake-up that needs that lock: close the door first.
         with self._lock:
             self.closed = True
-        _clocks.discard(self)
+        for name, fn in (("commit", self._on_commit), ("rollback", self._on_rollback)):
+            if event.contains(self.engine, name, fn):
+                event.remove(self.engine, name, fn)
         self.scheduler.shutdown(wait=wait)
 
 
@@ -165,5 +167,5 @@ def start_clock(
 
     scheduler.add_job(_guard("access change log trimmed", trim), "interval", minutes=30, id="trim-changes", **every)
     scheduler.start()
-    _clocks.add(clock)
+    clock.listen()
     return clock

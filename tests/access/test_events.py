@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import select
 
 from access import events
+from bookgate.app import entry_listeners
 from access.models import AccessEvent, AccessWindow, Transition
 from access.protocol import DoorEvent
 from bms.models import Reservation
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("example_site")
 
 def _event(engine, uid: str | None, at: datetime, kind: str = "granted", ctl: str = "courts-ctl", output=1):
     with write_session(engine) as s:
-        row = events.record(s, DoorEvent(ctl, kind, uid, output, at, {"access": "Always"}))
+        row = events.record(s, DoorEvent(ctl, kind, uid, output, at, {"access": "Always"}), listeners=entry_listeners())
         return row.id if row else None
 
 

@@ -149,3 +149,23 @@ def test_garbage_tokens_are_401(client):
     for token in ("", "bgs_nope", "bgk_nope", "x" * 5000):
         r = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401, token
+
+
+def test_the_audit_row_counts_every_session_and_key_a_disabling_revokes(client, make_user, engine, admin_headers):
+    """A password change and a disabling in one update each revoke sessions: both are counted."""
+    user, password = make_user({"role": "admin"})
+    login(client, user.email, password)
+    login(client, user.email, password)
+    key = client.post("/api/v1/api-keys", json={"user_id": user.id, "name": "reader"}, headers=admin_headers)
+    assert key.status_code == 201, key.text
+    r = client.patch(
+        f"/api/v1/users/{user.id}", json={"password": "a-new-long-password", "is_active": False}, headers=admin_headers
+    )
+    assert r.status_code == 200, r.text
+    with read_session(engine) as s:
+        row = s.exec(select(AuditEntry).where(AuditEntry.action == "user.update")).all()[-1]
+    import json
+
+    summary = row.summary if isinstance(row.summary, dict) else json.loads(row.summary)
+    assert summary["sessions_revoked"] == 2
+    assert summary["api_keys_revoked"] == 1
