@@ -15,6 +15,7 @@ run: $(STAMP)
 	$(BIN)/bookgate demo
 
 test: $(STAMP) chromium
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser build).
@@ -28,6 +29,7 @@ chromium:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

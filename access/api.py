@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlmodel import select
+from sqlmodel import col, select
 
 from access import events, service
 from access.decisions import DecisionIndex
 from access.models import Controller, Door
 from access.protocol import DoorEvent
 from access.supervision import ControllerPublic
-from core.db import utcnow
+from core.db import ident, utcnow
 from core.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
 from core.errors import Forbidden, NotFound
 from core.models import Role
@@ -68,7 +68,7 @@ def list_controllers(principal: CurrentUser, session: SessionDep) -> list[Contro
         raise Forbidden("forbidden_role", "controllers are shown to admins, managers and reception")
     doors = service.visible_doors(session, principal)
     ids = {d.controller_id for d in doors}
-    rows = session.exec(select(Controller).where(Controller.active).order_by(Controller.key)).all()
+    rows = session.exec(select(Controller).where(Controller.active).order_by(col(Controller.key))).all()
     return [ControllerPublic.model_validate(c, from_attributes=True) for c in rows if principal.admin or c.id in ids]
 
 
@@ -89,11 +89,11 @@ def list_events(
 
     Admins see all; managers and reception the events of the doors they see; residents their own."""
     staff = principal.has_any(Role.venue_manager, Role.reception)
-    visible = {d.id for d in service.visible_doors(session, principal)} if staff else None
+    visible = {ident(d) for d in service.visible_doors(session, principal)} if staff else None
     return events.list_events(
         session,
         principal,
-        visible_door_ids=visible,  # type: ignore[arg-type]
+        visible_door_ids=visible,
         door=door,
         kind=list(kind) if kind else None,
         user_id=user_id,
@@ -140,12 +140,12 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         raise NotFound("door_not_found", f"no door {data.door!r}", field="door")
     now = utcnow()
     value = data.value.strip().replace(":", "").replace(" ", "") if data.kind == "badge" else data.value
-    decision = index.decide(row.id, data.kind, value, now, (data.spelling,))  # type: ignore[arg-type]
+    decision = index.decide(ident(row), data.kind, value, now, (data.spelling,))
     ctl = session.get(Controller, row.controller_id)
     event = events.record(
         session,
         DoorEvent(
-            ctl.key,  # type: ignore[union-attr]
+            ctl.key if ctl is not None else "",
             "granted" if decision.allowed else "denied",
             value,
             row.output,

@@ -19,14 +19,16 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, func, or_
+from sqlalchemy import Engine, Row, func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select
 
 from access.desired import ONLINE
 from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource
 from access.protocol import card_spellings, presented_key
-from core.db import read_session, utcnow
+from core.db import ident, read_session, utcnow
 
 log = logging.getLogger("bookgate.decisions")
 
@@ -97,36 +99,36 @@ class DecisionIndex:
         now = now or utcnow()
         last = session.exec(select(func.max(AccessChange.id))).one() or 0
         # entries already visible are in what is loaded below; later ones below `last` are not
-        seen = set(session.exec(select(AccessChange.id).where(AccessChange.at >= now - LATE)).all())
+        seen = {i for i in session.exec(select(AccessChange.id).where(col(AccessChange.at) >= now - LATE)).all() if i}
         fresh = DecisionIndex()
-        creds = session.exec(
-            select(
-                Credential.id,
-                Credential.user_id,
-                Credential.kind,
-                Credential.format,
-                Credential.value,
-                Credential.valid_from,
-                Credential.valid_until,
-                Credential.revoked_at,
+        creds = session.execute(
+            sa_select(
+                col(Credential.id),
+                col(Credential.user_id),
+                col(Credential.kind),
+                col(Credential.format),
+                col(Credential.value),
+                col(Credential.valid_from),
+                col(Credential.valid_until),
+                col(Credential.revoked_at),
             )
             .where(col(Credential.revoked_at).is_(None))
             .execution_options(yield_per=5000)
         )
         for c in creds:
-            fresh._put_cred(c)  # type: ignore[arg-type]
-        windows = session.exec(
-            select(
-                AccessWindow.source_type,
-                AccessWindow.source_id,
-                AccessWindow.user_id,
-                AccessWindow.resource_id,
-                AccessWindow.start,
-                AccessWindow.end,
-                AccessWindow.mode,
+            fresh._put_cred(c)
+        windows = session.execute(
+            sa_select(
+                col(AccessWindow.source_type),
+                col(AccessWindow.source_id),
+                col(AccessWindow.user_id),
+                col(AccessWindow.resource_id),
+                col(AccessWindow.start),
+                col(AccessWindow.end),
+                col(AccessWindow.mode),
             )
-            .where(AccessWindow.end > now)
-            .order_by(AccessWindow.source_type, AccessWindow.source_id)
+            .where(col(AccessWindow.end) > now)
+            .order_by(col(AccessWindow.source_type), col(AccessWindow.source_id))
             .execution_options(yield_per=5000)
         )
         current: str | None = None
@@ -150,7 +152,7 @@ class DecisionIndex:
                 fresh._door_key,
             )
             self.last_change = last
-            self._recent = seen  # type: ignore[assignment]
+            self._recent = seen
             self.loaded = True
 
     def _load_doors(self, session: Session) -> None:
@@ -162,12 +164,13 @@ class DecisionIndex:
         self._door_at = {}
         self._door_key = {}
         for d in session.exec(select(Door).where(Door.active)).all():
-            self._resources_of_door[d.id] = frozenset(links.get(d.id, ()))  # type: ignore[index]
-            self._door_at[(keys[d.controller_id], d.output)] = d.id  # type: ignore[assignment]
-            self._door_key[d.key] = d.id  # type: ignore[assignment]
+            door_id = ident(d)
+            self._resources_of_door[door_id] = frozenset(links.get(door_id, ()))
+            self._door_at[(keys[d.controller_id], d.output)] = door_id
+            self._door_key[d.key] = door_id
 
-    def _put_cred(self, c: Credential) -> None:
-        for old in self._cred_key.pop(c.id, ()):  # type: ignore[arg-type]
+    def _put_cred(self, c: Credential | Row[Any]) -> None:
+        for old in self._cred_key.pop(ident(c), ()):
             self._creds.pop(old, None)
         if c.revoked_at is not None:
             return
@@ -175,10 +178,10 @@ class DecisionIndex:
             keys = tuple((f"badge:{sp}", v) for sp, v in card_spellings(c.format, c.value).items())
         else:
             keys = ((c.kind, c.value),)
-        entry = _Cred(c.id, c.user_id, _ts(c.valid_from), _ts(c.valid_until))  # type: ignore[arg-type]
+        entry = _Cred(ident(c), c.user_id, _ts(c.valid_from), _ts(c.valid_until))
         for key in keys:
             self._creds[key] = entry
-        self._cred_key[c.id] = keys  # type: ignore[index]
+        self._cred_key[ident(c)] = keys
 
     def _put_source(self, source: str, rows: list[AccessWindow]) -> None:
         """Replace one source's windows. Each affected person's table is rebuilt aside and swapped in
@@ -213,19 +216,19 @@ class DecisionIndex:
         horizon = (now or utcnow()) - LATE
         rows = session.exec(
             select(AccessChange)
-            .where(or_(AccessChange.id > self.last_change, AccessChange.at >= horizon))
-            .order_by(AccessChange.id)
+            .where(or_(col(AccessChange.id) > self.last_change, col(AccessChange.at) >= horizon))
+            .order_by(col(AccessChange.id))
         ).all()
         changes = [c for c in rows if c.id not in self._recent]
         if not changes:
             return 0
-        if self.last_change > 0 and changes[-1].id > self.last_change + 1:  # type: ignore[operator]
+        if self.last_change > 0 and ident(changes[-1]) > self.last_change + 1:
             oldest = session.exec(select(func.min(AccessChange.id))).one()
             if oldest is not None and oldest > self.last_change + 1:
                 # The log was trimmed past what this node saw: reload rather than miss changes.
                 log.info("decision index fell behind the change log; reloading")
                 self.load(session, now)
-                self._recent = {c.id for c in rows if c.at >= horizon}  # type: ignore[misc]
+                self._recent = {ident(c) for c in rows if c.at >= horizon}
                 return len(changes)
         sources = {c.ref for c in changes if c.kind == "source"}
         cred_ids = {int(c.ref) for c in changes if c.kind == "credential"}
@@ -236,7 +239,9 @@ class DecisionIndex:
             for stype in {p[0] for p in pairs}:
                 ids = [int(p[1]) for p in pairs if p[0] == stype]
                 for w in session.exec(
-                    select(AccessWindow).where(AccessWindow.source_type == stype, col(AccessWindow.source_id).in_(ids))
+                    select(AccessWindow).where(
+                        col(AccessWindow.source_type) == stype, col(AccessWindow.source_id).in_(ids)
+                    )
                 ).all():
                     windows[f"{w.source_type}:{w.source_id}"].append(w)
         creds = session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all() if cred_ids else []
@@ -252,8 +257,8 @@ class DecisionIndex:
                     self._creds.pop(key, None)
             if doors:
                 self._load_doors(session)
-            self.last_change = max(self.last_change, changes[-1].id)  # type: ignore[type-var]
-            self._recent = {c.id for c in rows if c.at >= horizon}  # type: ignore[misc]
+            self.last_change = max(self.last_change, ident(changes[-1]))
+            self._recent = {ident(c) for c in rows if c.at >= horizon}
         return len(changes)
 
     def drop_ended(self, now: datetime) -> int:
@@ -329,7 +334,7 @@ class DecisionIndex:
 
 def trim_changes(session: Session, now: datetime) -> None:
     """The log only has to outlive the slowest node's refresh; a node further behind reloads."""
-    session.exec(delete(AccessChange).where(AccessChange.at < now - KEEP_CHANGES))  # type: ignore[call-overload]
+    session.exec(delete(AccessChange).where(col(AccessChange.at) < now - KEEP_CHANGES))
 
 
 class IndexKeeper:

@@ -72,7 +72,7 @@ class DesiredState:
         return [g for g in self.grants if g.door_id == door_id]
 
 
-def _merge(items: list[tuple[datetime, datetime, frozenset[str], frozenset[str]]]):  # type: ignore[no-untyped-def]
+def _merge(items: list[tuple[datetime, datetime, frozenset[str], frozenset[str]]]):
     """Union of overlapping or touching intervals, carrying modes and sources along."""
     out: list[list] = []
     for start, end, modes, sources in sorted(items, key=lambda x: (x[0], x[1])):

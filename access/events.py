@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 from sqlalchemy import case
@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource
 from access.protocol import DoorEvent, presented_key
 from core.auth import Principal
+from core.db import ident
 from core.errors import Invalid, NotFound
 
 log = logging.getLogger("bookgate.events")
@@ -48,7 +49,7 @@ class EntryListeners:
 
 
 def _door_for(session: Session, controller: Controller, output: int | None) -> Door | None:
-    doors = session.exec(select(Door).where(Door.controller_id == controller.id, Door.active)).all()
+    doors = session.exec(select(Door).where(col(Door.controller_id) == controller.id, Door.active)).all()
     if output is not None:
         return next((d for d in doors if d.output == output), None)
     return doors[0] if len(doors) == 1 else None  # a tamper report names no relay
@@ -58,20 +59,22 @@ def credential_for(session: Session, kind: str, value: str, spellings: tuple[str
     """The credential a reader's string names. Badges are tried in each spelling the reader may use
     (the controller's driver says which); other kinds are compared as stored."""
     if kind != "badge":
-        return session.exec(select(Credential).where(Credential.kind == kind, Credential.value == value)).first()
+        return session.exec(
+            select(Credential).where(col(Credential.kind) == kind, col(Credential.value) == value)
+        ).first()
     for spelling in spellings:
         key = presented_key(spelling, value)
         if key is None:
             continue
         if spelling == "hex_compact":
-            where = (Credential.format == "uid", Credential.compact == key)
+            where = (col(Credential.format) == "uid", col(Credential.compact) == key)
         elif spelling == "hex":
-            where = (col(Credential.format).in_(["uid", "em4100"]), Credential.value == key)
+            where = (col(Credential.format).in_(["uid", "em4100"]), col(Credential.value) == key)
         else:
-            where = (Credential.format == "wiegand", Credential.value == key)
+            where = (col(Credential.format) == "wiegand", col(Credential.value) == key)
         found = session.exec(
             select(Credential)
-            .where(Credential.kind == "badge", *where)
+            .where(col(Credential.kind) == "badge", *where)
             .order_by(case((col(Credential.revoked_at).is_(None), 0), else_=1))
         ).first()
         if found is not None:
@@ -80,16 +83,16 @@ def credential_for(session: Session, kind: str, value: str, spellings: tuple[str
 
 
 def explaining_window(session: Session, door_id: int, user_id: int, at: datetime) -> AccessWindow | None:
-    resources = select(DoorResource.resource_id).where(DoorResource.door_id == door_id)
+    resources = select(DoorResource.resource_id).where(col(DoorResource.door_id) == door_id)
     return session.exec(
         select(AccessWindow)
         .where(
-            AccessWindow.user_id == user_id,
+            col(AccessWindow.user_id) == user_id,
             col(AccessWindow.resource_id).in_(resources),
-            AccessWindow.start <= at,
-            AccessWindow.end > at,
+            col(AccessWindow.start) <= at,
+            col(AccessWindow.end) > at,
         )
-        .order_by(AccessWindow.start, AccessWindow.id)
+        .order_by(col(AccessWindow.start), col(AccessWindow.id))
     ).first()
 
 
@@ -111,7 +114,7 @@ def record(
 ) -> AccessEvent | None:
     """Store one event, and offer a granted entry to ``listeners``; returns None for a controller
     the database does not know."""
-    ctl = session.exec(select(Controller).where(Controller.key == event.controller_key)).first()
+    ctl = session.exec(select(Controller).where(col(Controller.key) == event.controller_key)).first()
     if ctl is None:
         log.warning("door event from unknown controller %r ignored", event.controller_key)
         return None
@@ -121,11 +124,11 @@ def record(
         if event.credential_uid
         else None
     )
-    window = explaining_window(session, door.id, cred.user_id, event.at) if door and cred else None  # type: ignore[arg-type]
+    window = explaining_window(session, ident(door), cred.user_id, event.at) if door and cred else None
     source = f"{window.source_type}:{window.source_id}" if window else None
     row = AccessEvent(
         at=event.at,
-        controller_id=ctl.id,  # type: ignore[arg-type]
+        controller_id=ident(ctl),
         door_id=door.id if door else None,
         kind=event.kind,
         # A card UID is an identifier; a PIN or a QR secret is never written down.
@@ -181,27 +184,27 @@ def list_events(
     """Newest first. Staff see their doors' events (`visible_door_ids`); others only their own."""
     stmt = select(AccessEvent)
     if visible_door_ids is None:
-        stmt = stmt.where(AccessEvent.user_id == principal.user_id)
+        stmt = stmt.where(col(AccessEvent.user_id) == principal.user_id)
     elif not principal.admin:
         stmt = stmt.where(col(AccessEvent.door_id).in_(visible_door_ids))
     if door is not None:
-        row = session.exec(select(Door).where(Door.key == door)).first()
+        row = session.exec(select(Door).where(col(Door.key) == door)).first()
         if row is None or (visible_door_ids is not None and not principal.admin and row.id not in visible_door_ids):
             raise NotFound("door_not_found", f"no door {door!r}", field="door")
-        stmt = stmt.where(AccessEvent.door_id == row.id)
+        stmt = stmt.where(col(AccessEvent.door_id) == row.id)
     if kind:
-        bad = [k for k in kind if k not in EventKind.__args__]  # type: ignore[attr-defined]
+        bad = [k for k in kind if k not in get_args(EventKind)]
         if bad:
             raise Invalid("bad_kind", f"unknown event kind {bad[0]!r}", field="kind")
         stmt = stmt.where(col(AccessEvent.kind).in_(kind))
     if user_id is not None:
-        stmt = stmt.where(AccessEvent.user_id == user_id)
+        stmt = stmt.where(col(AccessEvent.user_id) == user_id)
     if source is not None:
-        stmt = stmt.where(AccessEvent.source == source)
+        stmt = stmt.where(col(AccessEvent.source) == source)
     if since is not None:
-        stmt = stmt.where(AccessEvent.at >= since)
+        stmt = stmt.where(col(AccessEvent.at) >= since)
     if until is not None:
-        stmt = stmt.where(AccessEvent.at < until)
+        stmt = stmt.where(col(AccessEvent.at) < until)
     rows = session.exec(
         stmt.order_by(col(AccessEvent.at).desc(), col(AccessEvent.id).desc()).offset(offset).limit(limit)
     ).all()
@@ -212,7 +215,7 @@ def list_events(
     )
     return [
         EventPublic(
-            id=r.id,  # type: ignore[arg-type]
+            id=r.id,
             at=r.at,
             kind=r.kind,
             controller=ctl.get(r.controller_id, "?"),

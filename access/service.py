@@ -19,7 +19,7 @@ from access.protocol import canonical_card, compact_hex
 from access.windows import replan_user
 from core import audit
 from core.auth import Principal
-from core.db import utcnow
+from core.db import ident, utcnow
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.models import Role, RoleGrant, User, Venue
 
@@ -62,21 +62,21 @@ def _venue_of_resources(session: Session, resource_ids: set[int]) -> dict[int, i
 
 def visible_doors(session: Session, principal: Principal) -> list[Door]:
     """Admins: all; reception: their sites' doors; managers: doors serving their venues' resources."""
-    doors = list(session.exec(select(Door).where(Door.active).order_by(Door.key)).all())
+    doors = list(session.exec(select(Door).where(Door.active).order_by(col(Door.key))).all())
     if principal.admin:
         return doors
-    links = _resources_by_door(session, [d.id for d in doors])  # type: ignore[misc]
+    links = _resources_by_door(session, [ident(d) for d in doors])
     venue_of = _venue_of_resources(session, {r for rs in links.values() for r in rs})
     return [
         d
         for d in doors
         if d.site_id in principal.reception_sites
-        or any(venue_of.get(r) in principal.managed_venues for r in links.get(d.id, []))  # type: ignore[arg-type]
+        or any(venue_of.get(r) in principal.managed_venues for r in links.get(ident(d), []))
     ]
 
 
 def door_public(session: Session, doors: list[Door]) -> list[DoorPublic]:
-    links = _resources_by_door(session, [d.id for d in doors])  # type: ignore[misc]
+    links = _resources_by_door(session, [ident(d) for d in doors])
     ctl = {c.id: c.key for c in session.exec(select(Controller)).all()}
     return [
         DoorPublic(
@@ -86,8 +86,8 @@ def door_public(session: Session, doors: list[Door]) -> list[DoorPublic]:
             controller=ctl[d.controller_id],
             output=d.output,
             shared=d.shared,
-            resources=sorted(links.get(d.id, [])),
-        )  # type: ignore[arg-type]
+            resources=sorted(links.get(ident(d), [])),
+        )
         for d in doors
     ]
 
@@ -108,7 +108,7 @@ def state_for_doors(
     doors_of: dict[int, list[int]] = defaultdict(list)
     for link in links:
         doors_of[link.resource_id].append(link.door_id)
-    stmt = select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), AccessWindow.end > since)
+    stmt = select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), col(AccessWindow.end) > since)
     if user_ids is not None:
         stmt = stmt.where(col(AccessWindow.user_id).in_(user_ids))
     windows = session.exec(stmt).all()
@@ -119,7 +119,7 @@ def state_for_doors(
     return desired_state(
         [Window(w.user_id, w.resource_id, w.start, w.end, w.mode, f"{w.source_type}:{w.source_id}") for w in windows],
         doors_of,
-        [Cred(c.id, c.user_id, c.kind, c.value, c.valid_from, c.valid_until) for c in creds],  # type: ignore[arg-type]
+        [Cred(ident(c), c.user_id, c.kind, c.value, c.valid_from, c.valid_until) for c in creds],
     )
 
 
@@ -141,7 +141,7 @@ class DoorGrants(BaseModel):
 
 def door_grants(session: Session, door: Door, now: datetime | None = None) -> DoorGrants:
     now = now or utcnow()
-    state = state_for_doors(session, [door.id], now)  # type: ignore[list-item]
+    state = state_for_doors(session, [ident(door)], now)
     wanted = {g.credential_id for g in state.grants}
     creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(wanted))).all()}
     return DoorGrants(
@@ -215,7 +215,7 @@ def credential_public(c: Credential) -> CredentialPublic:
         kind=c.kind,
         format=c.format,
         value=value,
-        label=c.label,  # type: ignore[arg-type]
+        label=c.label,
         valid_from=c.valid_from,
         valid_until=c.valid_until,
         revoked_at=c.revoked_at,
@@ -234,7 +234,9 @@ def require_credential_manager(session: Session, principal: Principal, user_id: 
     sites = {v.site_id for v in session.exec(select(Venue).where(col(Venue.id).in_(principal.managed_venues))).all()}
     lives = session.exec(
         select(RoleGrant.id).where(
-            RoleGrant.user_id == user_id, RoleGrant.role == Role.resident.value, col(RoleGrant.site_id).in_(sites)
+            col(RoleGrant.user_id) == user_id,
+            col(RoleGrant.role) == Role.resident.value,
+            col(RoleGrant.site_id).in_(sites),
         )
     ).first()
     if lives is None:
@@ -250,9 +252,9 @@ def add_credential(session: Session, principal: Principal, user_id: int, data: C
         # Readers that drop leading zeros would read both cards as one: whoever holds one opens for the other.
         twin = session.exec(
             select(Credential.id).where(
-                Credential.kind == "badge",
-                Credential.compact == compact,
-                Credential.value != data.value,
+                col(Credential.kind) == "badge",
+                col(Credential.compact) == compact,
+                col(Credential.value) != data.value,
                 col(Credential.revoked_at).is_(None),
             )
         ).first()
@@ -279,7 +281,7 @@ def add_credential(session: Session, principal: Principal, user_id: int, data: C
             session.flush()
     except IntegrityError:
         raise Conflict("credential_taken", f"this {data.kind} is already registered", field="value") from None
-    note_credential(session, cred.id)  # type: ignore[arg-type]
+    note_credential(session, ident(cred))
     replan_user(session, user_id, utcnow())  # a new badge joins the person's current and coming grants
     audit.record(
         session,
@@ -302,7 +304,7 @@ def revoke_credential(session: Session, principal: Principal, user_id: int, cred
     cred.revoked_at = utcnow()
     session.add(cred)
     session.flush()
-    note_credential(session, cred.id)  # type: ignore[arg-type]
+    note_credential(session, ident(cred))
     replan_user(session, user_id, cred.revoked_at)  # taken off the controllers now, not at release
     audit.record(session, principal.actor, "credential.revoke", "credential", cred.id, user_id=user_id)
     return cred
@@ -310,4 +312,6 @@ def revoke_credential(session: Session, principal: Principal, user_id: int, cred
 
 def list_credentials(session: Session, principal: Principal, user_id: int) -> list[Credential]:
     require_credential_manager(session, principal, user_id)
-    return list(session.exec(select(Credential).where(Credential.user_id == user_id).order_by(Credential.id)).all())
+    return list(
+        session.exec(select(Credential).where(col(Credential.user_id) == user_id).order_by(col(Credential.id))).all()
+    )

@@ -12,7 +12,7 @@ from access.decisions import note_doors
 from access.models import AccessWindow, Controller, Door, DoorResource
 from access.transitions import plan_source
 from config.site import SiteConfig
-from core.db import utcnow
+from core.db import ident, utcnow
 from core.upsert import ImportReport, upsert
 
 
@@ -23,7 +23,7 @@ def apply_site(
     relinked: set[int] = set()
     controller_ids: dict[str, int] = {}
     for ctl in site.controllers:
-        row = upsert(
+        ctl_row = upsert(
             session,
             Controller,
             ctl.key,
@@ -36,7 +36,7 @@ def apply_site(
             },
             report,
         )
-        controller_ids[ctl.key] = row.id  # type: ignore[assignment]
+        controller_ids[ctl.key] = ident(ctl_row)
     for door in site.doors:
         row = upsert(
             session,
@@ -55,9 +55,9 @@ def apply_site(
             report,
         )
         wanted = {resource_ids[k] for k in door.resources}
-        have = set(session.exec(select(DoorResource.resource_id).where(DoorResource.door_id == row.id)).all())
+        have = set(session.exec(select(DoorResource.resource_id).where(col(DoorResource.door_id) == row.id)).all())
         for rid in wanted - have:
-            session.add(DoorResource(door_id=row.id, resource_id=rid))  # type: ignore[arg-type]
+            session.add(DoorResource(door_id=ident(row), resource_id=rid))
         for rid in have - wanted:
             link = session.get(DoorResource, (row.id, rid))
             session.delete(link)
@@ -72,7 +72,7 @@ def apply_site(
         now = utcnow()
         sources = session.exec(
             select(AccessWindow.source_type, AccessWindow.source_id)
-            .where(col(AccessWindow.resource_id).in_(relinked), AccessWindow.end > now)
+            .where(col(AccessWindow.resource_id).in_(relinked), col(AccessWindow.end) > now)
             .distinct()
         ).all()
         for source_type, source_id in sources:

@@ -12,11 +12,12 @@ from access.desired import DoorGrant
 from access.models import Controller, Credential, Door
 from access.protocol import FullSync, Grant
 from access.service import state_for_doors
+from core.db import ident
 from core.models import User
 
 
 def set_state(session: Session, key: str, state: str, at: datetime, *, synced: bool = False) -> None:
-    ctl = session.exec(select(Controller).where(Controller.key == key)).first()
+    ctl = session.exec(select(Controller).where(col(Controller.key) == key)).first()
     if ctl is None:
         return
     ctl.state = state
@@ -29,9 +30,11 @@ def set_state(session: Session, key: str, state: str, at: datetime, *, synced: b
 
 def full_sync(session: Session, key: str, now: datetime) -> FullSync:
     """Everything the controller should hold now: the grants of its doors still to come or under way."""
-    ctl = session.exec(select(Controller).where(Controller.key == key)).one()
-    doors = {d.id: d for d in session.exec(select(Door).where(Door.controller_id == ctl.id, Door.active)).all()}
-    state = state_for_doors(session, list(doors), now)  # type: ignore[arg-type]
+    ctl = session.exec(select(Controller).where(col(Controller.key) == key)).one()
+    doors = {
+        ident(d): d for d in session.exec(select(Door).where(col(Door.controller_id) == ctl.id, Door.active)).all()
+    }
+    state = state_for_doors(session, list(doors), now)
     cred_ids = {g.credential_id for g in state.grants}
     creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all()}
     names = {

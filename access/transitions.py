@@ -18,7 +18,7 @@ from sqlmodel import Session, col, delete, select
 
 from access.desired import PRELOADED
 from access.models import AccessWindow, Credential, Door, DoorResource, Transition
-from core.db import utcnow
+from core.db import ident, utcnow
 
 PRELOAD = timedelta(hours=24)
 NEXT_DUE = "bookgate.next_due"  # connection.info key: the earliest due time this transaction wrote
@@ -38,12 +38,14 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
     now = now or utcnow()
     source = f"{source_type}:{source_id}"
     session.exec(
-        delete(Transition).where(  # type: ignore[call-overload]
-            Transition.source == source, Transition.status == "pending", not_in_flight(now)
+        delete(Transition).where(
+            col(Transition.source) == source, col(Transition.status) == "pending", not_in_flight(now)
         )
     )
     windows = session.exec(
-        select(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)
+        select(AccessWindow).where(
+            col(AccessWindow.source_type) == source_type, col(AccessWindow.source_id) == source_id
+        )
     ).all()
     if not windows:
         # Whatever was granted for this source must go: one revoke per credential, due now.
@@ -61,7 +63,7 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
             col(Credential.user_id).in_({w.user_id for w in windows}), col(Credential.revoked_at).is_(None)
         )
     ).all()
-    rows = []
+    rows: list[tuple[Door, int | None, str, datetime]] = []
     for w in windows:
         for link in links:
             door = doors_by_id.get(link.door_id)
@@ -80,8 +82,8 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
         session.add(
             Transition(
                 controller_id=door.controller_id,
-                door_id=door.id,
-                credential_id=cred_id,  # type: ignore[arg-type]
+                door_id=ident(door),
+                credential_id=cred_id,
                 action=action,
                 due_at=due,
                 source=source,
@@ -93,16 +95,16 @@ def plan_source(session: Session, source_type: str, source_id: int, now: datetim
     return len(rows)
 
 
-def in_flight(now: datetime):  # type: ignore[no-untyped-def]
+def in_flight(now: datetime):
     """A pending row some dispatcher has claimed and whose lease runs: its command may be sent."""
     return and_(
-        Transition.status == "pending",
+        col(Transition.status) == "pending",
         col(Transition.claimed_until).is_not(None),
         col(Transition.claimed_until) >= now,
     )
 
 
-def not_in_flight(now: datetime):  # type: ignore[no-untyped-def]
+def not_in_flight(now: datetime):
     return or_(col(Transition.claimed_until).is_(None), col(Transition.claimed_until) < now)
 
 
@@ -111,8 +113,8 @@ def _revoke_done(session: Session, source: str, now: datetime) -> int:
     grants done, and grants in flight whose acknowledgement has not come back yet."""
     done = session.exec(
         select(Transition).where(
-            Transition.source == source,
-            or_(Transition.status == "done", in_flight(now)),
+            col(Transition.source) == source,
+            or_(col(Transition.status) == "done", in_flight(now)),
             col(Transition.action).in_(["grant", "open"]),
         )
     ).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from access.decisions import note_source
 from access.models import AccessWindow
@@ -28,7 +28,9 @@ def set_windows(
 
     Nothing changed (a check-in, say) writes nothing: no transitions re-planned, no change logged."""
     existing = session.exec(
-        select(AccessWindow).where(AccessWindow.source_type == source_type, AccessWindow.source_id == source_id)
+        select(AccessWindow).where(
+            col(AccessWindow.source_type) == source_type, col(AccessWindow.source_id) == source_id
+        )
     ).all()
     wanted = set(user_ids) if active else set()
     changed = False
@@ -65,7 +67,7 @@ def replan_user(session: Session, user_id: int, now: datetime) -> int:
     """A person's credentials changed: re-plan every source that lets them in and is not over."""
     sources = session.exec(
         select(AccessWindow.source_type, AccessWindow.source_id)
-        .where(AccessWindow.user_id == user_id, AccessWindow.end > now)
+        .where(col(AccessWindow.user_id) == user_id, col(AccessWindow.end) > now)
         .distinct()
     ).all()
     for source_type, source_id in sources:

@@ -7,7 +7,7 @@ transition's due time to the simulated controller's receipt of its command.
 Target (issue): p99 lateness <= 50 ms.
 
 Same site and fleet as `bench.access_burst` (1,000 esp-rfid controllers simulated in a process of
-their own). The gateway side is what the server runs: the driver host (`start_esprfid`) and the
+their own). The gateway side is what the server runs: the driver host (`start_drivers`) and the
 clock (`start_clock` with the host's `send_many`, the settings' default 1 s safety-net interval).
 Every 0.2-0.3 s one booking's window is written by `set_windows` in its own transaction, with the
 window starting PRELOAD + 0.5 s ahead, so its grant falls due 0.5 s after the commit; the commit's

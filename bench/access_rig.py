@@ -25,8 +25,9 @@ from access.models import Controller, Credential, Door, DoorResource
 from access.protocol import compact_hex
 from bench.common import pg_reachable, site_document
 from bms.models import Resource
-from bookgate.controllers import DriverHost, start_esprfid
+from bookgate.controllers import DriverHost, start_drivers
 from bookgate.provision import apply_site_file
+from config import Settings
 from config.site import parse_site_document
 from core.audit import SYSTEM
 from core.db import read_session, utcnow
@@ -255,7 +256,7 @@ def start_host(engine: Engine, url: str, n: int, timeout: float = 300.0) -> tupl
     controller's announcement (a full re-sync each: the storm a restart of the gateway causes).
     Returns the host, how long the storm took, and how many controllers it left degraded."""
     t0 = time.perf_counter()
-    host = start_esprfid(engine, url)
+    host = start_drivers(engine, Settings(mqtt_url=url, _env_file=None))
     if host is None:
         raise RuntimeError("no esp-rfid controller in the database")
     deadline = time.monotonic() + timeout

@@ -11,17 +11,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import String, text, type_coerce
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
+from bms.allocation import peak_places
 from bms.context import ResourceCtx
 from bms.models import LONG_SPAN, Reservation
 from bms.rules import EffectiveRules
-from bms.service import peak_places
 from bms.states import HOLDING, Status
-from core.db import is_sqlite
+from core.db import ident, is_sqlite
 from core.errors import Invalid
 
 MAX_RANGE = timedelta(days=31)
@@ -88,20 +90,27 @@ def _fetch(session: Session, resource_ids: list[int], start: datetime, end: date
     sqlite = is_sqlite(session)
     # On SQLite the stored text is parsed with fromisoformat (C) rather than the generic type
     # processor: it is most of the cost of a venue-wide query.
-    bs_col = type_coerce(Reservation.block_start, String) if sqlite else Reservation.block_start
-    be_col = type_coerce(Reservation.block_end, String) if sqlite else Reservation.block_end
-    base = select(
-        Reservation.resource_id, Reservation.unit_id, bs_col, be_col, Reservation.places, Reservation.status
+    bs_col: Any = type_coerce(Reservation.block_start, String) if sqlite else col(Reservation.block_start)
+    be_col: Any = type_coerce(Reservation.block_end, String) if sqlite else col(Reservation.block_end)
+    base = sa_select(
+        col(Reservation.resource_id),
+        col(Reservation.unit_id),
+        bs_col,
+        be_col,
+        col(Reservation.places),
+        col(Reservation.status),
     ).where(
         col(Reservation.resource_id).in_(resource_ids),
         col(Reservation.status).in_([s.value for s in (*HOLDING, Status.pending)]),
-        Reservation.block_start < end,
-        Reservation.block_end > start,
+        col(Reservation.block_start) < end,
+        col(Reservation.block_end) > start,
     )
     conn = session.connection()  # Core, not ORM, execution: these are plain rows
-    rows = list(conn.execute(base.where(Reservation.block_start > start - LONG_SPAN)).all())
+    rows = list(conn.execute(base.where(col(Reservation.block_start) > start - LONG_SPAN)).all())
     # The bare column matches the partial index predicate, so the index of long bookings is used.
-    rows += conn.execute(base.where(text("reservation.long_span"), Reservation.block_start <= start - LONG_SPAN)).all()
+    rows += conn.execute(
+        base.where(text("reservation.long_span"), col(Reservation.block_start) <= start - LONG_SPAN)
+    ).all()
     out: dict[int, list[_Booked]] = defaultdict(list)
     parse = datetime.fromisoformat
     for rid, uid, bs, be, places, status in rows:
@@ -170,8 +179,8 @@ def _check_range(start: datetime, end: datetime) -> None:
 
 def resource_availability(session: Session, ctx: ResourceCtx, start: datetime, end: datetime) -> ResourceAvailability:
     _check_range(start, end)
-    booked = _fetch(session, [ctx.resource.id], start, end + ctx.rules.buffer)  # type: ignore[list-item]
-    slots = _evaluate(ctx, booked.get(ctx.resource.id, []), _slots_for(ctx, start, end))  # type: ignore[arg-type]
+    booked = _fetch(session, [ident(ctx.resource)], start, end + ctx.rules.buffer)
+    slots = _evaluate(ctx, booked.get(ident(ctx.resource), []), _slots_for(ctx, start, end))
     return ResourceAvailability(
         resource=ctx.resource.key,
         timezone=ctx.site.timezone,
@@ -188,14 +197,14 @@ def venue_availability(session: Session, ctxs: list[ResourceCtx], day: date) -> 
     start = datetime.combine(day, time.min, tz)
     end = datetime.combine(day + timedelta(days=1), time.min, tz)
     max_buffer = max(c.rules.buffer for c in ctxs)
-    booked = _fetch(session, [c.resource.id for c in ctxs], start, end + max_buffer)  # type: ignore[misc]
+    booked = _fetch(session, [ident(c.resource) for c in ctxs], start, end + max_buffer)
     return [
         ResourceAvailability(
             resource=c.resource.key,
             timezone=c.site.timezone,
             capacity=c.resource.capacity,
             units=len(c.units),
-            slots=_evaluate(c, booked.get(c.resource.id, []), _slots_for(c, start, end)),  # type: ignore[arg-type]
+            slots=_evaluate(c, booked.get(ident(c.resource), []), _slots_for(c, start, end)),
         )
         for c in ctxs
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +11,15 @@ from sqlmodel import Session, col, select
 from bms.models import Resource, ResourceUnit
 from bms.rules import EffectiveRules
 from core.auth import Principal
+from core.db import ident
 from core.errors import Forbidden, NotFound
 from core.models import Site, Venue
 
 
 @dataclass
 class ResourceCtx:
+    """A resource with its venue, site, active units (in allocation order) and effective rules."""
+
     resource: Resource
     venue: Venue
     site: Site
@@ -44,8 +48,8 @@ def _load(session: Session, condition: Any) -> ResourceCtx | None:
     resource, venue, site = row
     units = session.exec(
         select(ResourceUnit)
-        .where(ResourceUnit.resource_id == resource.id, ResourceUnit.active)
-        .order_by(ResourceUnit.position, ResourceUnit.id)
+        .where(col(ResourceUnit.resource_id) == resource.id, ResourceUnit.active)
+        .order_by(col(ResourceUnit.position), col(ResourceUnit.id))
     ).all()
     rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, resource.rules, resource.access)
     ctx = ResourceCtx(resource, venue, site, list(units), rules)
@@ -65,11 +69,11 @@ def load_many(session: Session, resources: list[Resource]) -> list[ResourceCtx]:
     sites = {
         s.id: s for s in session.exec(select(Site).where(col(Site.id).in_({v.site_id for v in venues.values()}))).all()
     }
-    units: dict[int, list[ResourceUnit]] = {r.id: [] for r in resources}  # type: ignore[misc]
+    units: dict[int, list[ResourceUnit]] = {ident(r): [] for r in resources}
     for u in session.exec(
         select(ResourceUnit)
         .where(col(ResourceUnit.resource_id).in_(list(units)), ResourceUnit.active)
-        .order_by(ResourceUnit.position, ResourceUnit.id)
+        .order_by(col(ResourceUnit.position), col(ResourceUnit.id))
     ).all():
         units[u.resource_id].append(u)
     out = []
@@ -77,36 +81,63 @@ def load_many(session: Session, resources: list[Resource]) -> list[ResourceCtx]:
         venue = venues[r.venue_id]
         site = sites[venue.site_id]
         rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, r.rules, r.access)
-        out.append(ResourceCtx(r, venue, site, units[r.id], rules))  # type: ignore[index]
+        out.append(ResourceCtx(r, venue, site, units[ident(r)], rules))
     return out
+
+
+def load_by_ids(session: Session, resource_ids: Iterable[int]) -> dict[int, ResourceCtx]:
+    """Contexts by resource id: from the session's cache, the rest in four queries at most."""
+    cache: dict[int, ResourceCtx] = session.info.setdefault(_CACHE, {})
+    wanted = set(resource_ids)
+    missing = sorted(wanted - cache.keys())
+    if missing:
+        resources = list(session.exec(select(Resource).where(col(Resource.id).in_(missing))).all())
+        for ctx in load_many(session, resources):
+            cache[ident(ctx.resource)] = ctx
+    found = {i: cache[i] for i in wanted if i in cache}
+    if len(found) < len(wanted):
+        gone = min(wanted - found.keys())
+        raise NotFound("resource_not_found", f"no resource {gone}")
+    return found
 
 
 def load_resource(session: Session, key: str) -> ResourceCtx:
     """Always read afresh (rule edits go through here), then cached for load_resource_by_id."""
-    ctx = _load(session, (Resource.key == key) & col(Resource.active))
+    ctx = _load(session, (col(Resource.key) == key) & col(Resource.active))
     if ctx is None:
         raise NotFound("resource_not_found", f"no resource {key!r}", field="resource")
     return ctx
 
 
 def load_resource_by_id(session: Session, resource_id: int) -> ResourceCtx:
+    """The context of a resource, active or not; cached for the session."""
     cached = session.info.get(_CACHE, {}).get(resource_id)
     if cached is not None:
         return cached
-    ctx = _load(session, Resource.id == resource_id)
+    ctx = _load(session, col(Resource.id) == resource_id)
     if ctx is None:
         raise NotFound("resource_not_found", f"no resource {resource_id}")
     return ctx
 
 
 def manages(principal: Principal, ctx: ResourceCtx) -> bool:
-    return principal.manages_venue(ctx.venue.id)  # type: ignore[arg-type]
+    """Whether the caller manages the resource's venue (admins manage every venue)."""
+    return principal.manages_venue(ident(ctx.venue))
 
 
 def can_see(principal: Principal, ctx: ResourceCtx) -> bool:
+    """Managers of its venue, and residents and reception staff of its site, see a resource."""
     return (
         manages(principal, ctx) or ctx.site.id in principal.resident_sites or ctx.site.id in principal.reception_sites
     )
+
+
+def visible_resource(session: Session, principal: Principal, key: str) -> ResourceCtx:
+    """A resource the caller may see; 404 otherwise, so keys of other sites do not leak."""
+    ctx = load_resource(session, key)
+    if not can_see(principal, ctx):
+        raise NotFound("resource_not_found", f"no resource {key!r}", field="resource")
+    return ctx
 
 
 def require_can_book(principal: Principal, ctx: ResourceCtx) -> None:

@@ -14,15 +14,17 @@ from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrulestr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bms import service
 from bms.context import ResourceCtx, load_resource_by_id, manages
 from bms.models import Reservation, Series
+from bms.policies import NO_POLICIES, BookingPolicies
 from bms.states import ACTIVE, Status
+from bms.status import set_status
 from core import audit
 from core.auth import Principal
-from core.db import utcnow
+from core.db import ident, utcnow
 from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from core.models import User
 
@@ -82,7 +84,7 @@ def expand(rule: str, dtstart_local: datetime, until_local: datetime | None = No
         raise Invalid("bad_rrule", "give the first occurrence in start/end, not DTSTART", field="rrule")
     try:
         rule_obj = rrulestr(text, dtstart=dtstart_local)
-        occurrences = list(islice(iter(rule_obj), MAX_OCCURRENCES + 1))  # type: ignore[call-overload]
+        occurrences = list(islice(iter(rule_obj), MAX_OCCURRENCES + 1))
     except (ValueError, TypeError) as exc:
         raise Invalid("bad_rrule", f"the RRULE does not parse: {exc}", field="rrule") from None
     if len(occurrences) > MAX_OCCURRENCES:
@@ -127,8 +129,11 @@ def _book_occurrences(
     now: datetime,
     conflict: str,
     result: SeriesResult,
+    policies: BookingPolicies,
 ) -> None:
     planner = session.get(User, series.planner_id)
+    if planner is None:  # the planner's account was deleted: nothing can be booked in their name
+        raise NotFound("user_not_found", "the series' planner no longer exists")
     for naive in naive_starts:
         key = naive.strftime(KEY_FORMAT)
         times = _occurrence_times(series, naive)
@@ -147,14 +152,16 @@ def _book_occurrences(
             times[0],
             times[1],
             list(series.beneficiary_ids),
-            series.places,  # type: ignore[arg-type]
+            series.places,
             series.note,
             manages(principal, ctx),
         )
         try:
             with session.begin_nested():
                 ctx.rules.check_times(draft.start, draft.end, now, privileged=draft.privileged)
-                r = service.insert(session, principal, draft, now, series_id=series.id, occurrence_key=key)
+                r = service.insert(
+                    session, principal, draft, now, policies=policies, series_id=series.id, occurrence_key=key
+                )
             result.booked.append(OccurrenceResult(occurrence=key, reservation_id=r.id))
         except AppError as exc:
             result.skipped.append(OccurrenceResult(occurrence=key, code=exc.code, message=exc.message))
@@ -167,7 +174,12 @@ def _book_occurrences(
 
 
 def create_series(
-    session: Session, principal: Principal, data: SeriesCreate, now: datetime | None = None
+    session: Session,
+    principal: Principal,
+    data: SeriesCreate,
+    now: datetime | None = None,
+    *,
+    policies: BookingPolicies = NO_POLICIES,
 ) -> SeriesResult:
     now = now or utcnow()
     draft = service.prepare(session, principal, data, now)
@@ -177,9 +189,9 @@ def create_series(
     local_end = draft.end.astimezone(tz).replace(tzinfo=None)
     starts = expand(data.rrule, local_start)
     series = Series(
-        resource_id=ctx.resource.id,
+        resource_id=ident(ctx.resource),
         planner_id=principal.user_id,
-        rrule=data.rrule.strip().removeprefix("RRULE:"),  # type: ignore[arg-type]
+        rrule=data.rrule.strip().removeprefix("RRULE:"),
         dtstart_local=local_start.strftime(KEY_FORMAT),
         duration_minutes=int((local_end - local_start).total_seconds() // 60),
         timezone=ctx.site.timezone,
@@ -189,8 +201,8 @@ def create_series(
     )
     session.add(series)
     session.flush()
-    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
-    _book_occurrences(session, principal, series, ctx, starts, now, data.conflict, result)
+    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])
+    _book_occurrences(session, principal, series, ctx, starts, now, data.conflict, result, policies)
     audit.record(
         session,
         principal.actor,
@@ -220,17 +232,19 @@ def _load(session: Session, principal: Principal, series_id: int) -> tuple[Serie
 
 def _future_linked(session: Session, series: Series, from_key: str | None, now: datetime) -> list[Reservation]:
     stmt = select(Reservation).where(
-        Reservation.series_id == series.id,
-        Reservation.start > now,
+        col(Reservation.series_id) == series.id,
+        col(Reservation.start) > now,
     )
     if from_key:
-        stmt = stmt.where(Reservation.occurrence_key >= from_key)
-    return list(session.exec(stmt.order_by(Reservation.start)).all())
+        stmt = stmt.where(col(Reservation.occurrence_key) >= from_key)
+    return list(session.exec(stmt.order_by(col(Reservation.start))).all())
 
 
 def get_series(session: Session, principal: Principal, series_id: int) -> tuple[Series, list[Reservation]]:
     series, _ctx, _p = _load(session, principal, series_id)
-    rows = session.exec(select(Reservation).where(Reservation.series_id == series.id).order_by(Reservation.start)).all()
+    rows = session.exec(
+        select(Reservation).where(col(Reservation.series_id) == series.id).order_by(col(Reservation.start))
+    ).all()
     return series, list(rows)
 
 
@@ -240,6 +254,8 @@ def update_series(
     series_id: int,
     data: SeriesUpdate,
     now: datetime | None = None,
+    *,
+    policies: BookingPolicies = NO_POLICIES,
 ) -> SeriesResult:
     """Edit every future occurrence, or this-and-following (the series is split in two).
     Detached occurrences keep their own times and status."""
@@ -279,7 +295,7 @@ def update_series(
         target.note = data.note
     session.add(target)
     session.flush()
-    result = SeriesResult(series_id=target.id, rrule=target.rrule, timezone=target.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
+    result = SeriesResult(series_id=target.id, rrule=target.rrule, timezone=target.timezone, booked=[], skipped=[])
     wanted: dict[date, datetime] = {}
     for naive in _series_occurrences(target):
         wanted.setdefault(naive.date(), naive)
@@ -298,13 +314,13 @@ def update_series(
             movable.append(r)
     for r in movable:
         day = _parse_key(r.occurrence_key or "").date()
-        naive = None if day in blocked else wanted.pop(day, None)
-        times = _occurrence_times(target, naive) if naive is not None else None
-        if naive is None or times is None:
-            service.set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
+        wanted_start = None if day in blocked else wanted.pop(day, None)
+        times = _occurrence_times(target, wanted_start) if wanted_start is not None else None
+        if wanted_start is None or times is None:
+            set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
             result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
             continue
-        key = naive.strftime(KEY_FORMAT)
+        key = wanted_start.strftime(KEY_FORMAT)
         try:
             with session.begin_nested():
                 service.move(session, ctx, r, times[0], times[1], planner, now, privileged=manages(principal, ctx))  # type: ignore[arg-type]
@@ -316,10 +332,10 @@ def update_series(
             result.skipped.append(OccurrenceResult(occurrence=key, code=exc.code, message=exc.message))
             if data.conflict == "skip":
                 session.refresh(r)
-                service.set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
+                set_status(session, principal.actor, r, ctx, Status.cancelled, "series edited", now)
                 result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
     fresh = [naive for day, naive in sorted(wanted.items()) if day not in blocked]
-    _book_occurrences(session, principal, target, ctx, fresh, now, data.conflict, result)
+    _book_occurrences(session, principal, target, ctx, fresh, now, data.conflict, result, policies)
     audit.record(
         session,
         principal.actor,
@@ -351,11 +367,11 @@ def cancel_series(
         raise Invalid("missing_occurrence", "scope=following needs from_occurrence", field="from_occurrence")
     if not privileged and series.planner_id != principal.user_id:
         raise Forbidden("not_the_planner", "only the planner or a manager may cancel this series")
-    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])  # type: ignore[arg-type]
+    result = SeriesResult(series_id=series.id, rrule=series.rrule, timezone=series.timezone, booked=[], skipped=[])
     from_key = data.from_occurrence if data.scope == "following" else None
     for r in _future_linked(session, series, from_key, now):
         if r.status in (Status.pending, Status.confirmed):
-            service.set_status(session, principal.actor, r, ctx, Status.cancelled, data.reason, now)
+            set_status(session, principal.actor, r, ctx, Status.cancelled, data.reason, now)
             result.cancelled.append(OccurrenceResult(occurrence=r.occurrence_key or "", reservation_id=r.id))
     if data.scope == "all":
         series.active = False

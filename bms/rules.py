@@ -36,6 +36,8 @@ HARD_DEFAULTS = Rules(
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: instances are cached
 class EffectiveRules:
+    """The rules in force for one resource: hard defaults, then site, venue and resource layers."""
+
     tz: ZoneInfo
     slot: timedelta
     min_len: timedelta
@@ -92,8 +94,8 @@ class EffectiveRules:
         """restrict .. release: when the beneficiaries' credentials open the doors."""
         restrict = self.access.restrict
         release = self.access.release
-        before = 0 if restrict == "at_start" else restrict.offset_minutes  # type: ignore[union-attr]
-        after = 0 if release == "at_end" else release.offset_minutes  # type: ignore[union-attr]
+        before = 0 if restrict == "at_start" else restrict.offset_minutes
+        after = 0 if release == "at_end" else release.offset_minutes
         a_start = start - timedelta(minutes=before)
         a_end = max(end + timedelta(minutes=after), start)
         return a_start, a_end

@@ -1,37 +1,76 @@
-"""Every reservation write: rules, quotas, unit allocation, the no-double-booking guarantee,
-and the audit and outbox rows, all in the caller's one transaction.
+"""Every reservation write, orchestrated in the caller's one transaction: create (at most once per
+Idempotency-Key), reschedule, cancel, duplicate. Rules and quotas first, then placement on a unit
+(`bms.allocation`, which holds the no-double-booking guarantee), then the access window, the
+outbox message and the audit row. Services flush; the unit of work commits.
 
-No double booking is enforced by the database. PostgreSQL: an exclusion constraint over
-(unit, block range) for holding statuses, so two racing inserts cannot both commit; the
-check below only produces a friendly answer. SQLite: write transactions begin IMMEDIATE, so
-the check and the insert run under the single writer lock. Capacity units are locked
-(`FOR UPDATE`) before their places are counted.
+The split: `bms.allocation` places a booking, `bms.quotas` counts what a person holds,
+`bms.status` changes statuses, `bms.queries` reads and shapes, `bms.policies` holds the extension
+points. Layers above bms use `bms.booking`, its public surface. The names re-exported below keep
+this module's former callers working.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from access.windows import set_windows
-from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
-from bms.models import LONG_SPAN, Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
-from bms.states import ACTIVE, HOLDING, Status, check_transition
-from config.site import Moderation
+from bms.allocation import peak_places, place
+from bms.context import ResourceCtx, load_resource, manages, require_can_book
+from bms.models import LONG_SPAN, IdempotencyRecord, Reservation, ReservationBeneficiary, ReservationChange
+from bms.policies import NO_POLICIES, BookingPolicies
+from bms.queries import PendingChange, ReservationPublic, get_visible, list_for, pending_change, public, public_many
+from bms.quotas import check_quotas
+from bms.states import Status, check_transition
+from bms.status import check_in_on_entry, decide_status, event_payload, set_status, sync_access
 from core import audit, outbox
 from core.auth import Principal
-from core.db import is_sqlite, utcnow
-from core.errors import Conflict, Forbidden, Invalid, NotFound
-from core.models import User, Venue
+from core.db import ident, is_sqlite, utcnow
+from core.errors import AppError, Conflict, Forbidden, Invalid
+from core.models import User
 
-# ---------------------------------------------------------------- schemas
+# The orchestration below, and (re-exported for former callers of bms.service) BookingPolicies,
+# NO_POLICIES, PendingChange, ReservationPublic, check_in_on_entry, check_quotas, get_visible,
+# list_for, peak_places, pending_change, public, public_many, set_status.
+__all__ = [
+    "NO_POLICIES",
+    "BookingPolicies",
+    "CopyResult",
+    "Draft",
+    "DuplicateIn",
+    "DuplicateOut",
+    "PendingChange",
+    "Replay",
+    "ReservationCreate",
+    "ReservationPublic",
+    "apply_change",
+    "cancel",
+    "check_in_on_entry",
+    "check_quotas",
+    "create",
+    "create_once",
+    "duplicate",
+    "get_for_change",
+    "get_visible",
+    "insert",
+    "list_for",
+    "move",
+    "peak_places",
+    "pending_change",
+    "prepare",
+    "public",
+    "public_many",
+    "reschedule",
+    "set_status",
+    "set_times",
+]
+
+# ---------------------------------------------------------------- create
 
 
 class ReservationCreate(BaseModel):
@@ -46,315 +85,9 @@ class ReservationCreate(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
-class ReservationPublic(BaseModel):
-    id: int
-    resource: str
-    unit: str
-    planner_id: int
-    beneficiaries: list[int]
-    start: datetime
-    end: datetime
-    local_start: str
-    local_end: str
-    timezone: str
-    access_start: datetime
-    access_end: datetime
-    places: int
-    status: str
-    status_reason: str | None
-    note: str
-    series_id: int | None
-    occurrence_key: str | None
-    detached: bool
-    changes: int
-    pending_change: PendingChange | None = None
-
-
-class PendingChange(BaseModel):
-    id: int
-    start: datetime
-    end: datetime
-    requested_at: datetime
-
-
-def pending_change(session: Session, reservation_id: int) -> ReservationChange | None:
-    return session.exec(
-        select(ReservationChange).where(
-            ReservationChange.reservation_id == reservation_id, ReservationChange.status == "pending"
-        )
-    ).first()
-
-
-def public(session: Session, r: Reservation, ctx: ResourceCtx | None = None) -> ReservationPublic:
-    ctx = ctx or load_resource_by_id(session, r.resource_id)
-    unit = next((u for u in ctx.units if u.id == r.unit_id), None) or session.get(ResourceUnit, r.unit_id)
-    bens = session.exec(
-        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
-    ).all()
-    tz = ctx.rules.tz
-    held = pending_change(session, r.id) if r.status == Status.confirmed else None  # type: ignore[arg-type]
-    return ReservationPublic(
-        id=r.id,  # type: ignore[arg-type]
-        resource=ctx.resource.key,
-        unit=unit.key,  # type: ignore[union-attr]
-        planner_id=r.planner_id,
-        beneficiaries=sorted(bens),
-        start=r.start,
-        end=r.end,
-        local_start=r.start.astimezone(tz).isoformat(),
-        local_end=r.end.astimezone(tz).isoformat(),
-        timezone=ctx.site.timezone,
-        access_start=r.access_start,
-        access_end=r.access_end,
-        places=r.places,
-        status=r.status,
-        status_reason=r.status_reason,
-        note=r.note,
-        series_id=r.series_id,
-        occurrence_key=r.occurrence_key,
-        detached=r.detached,
-        changes=r.changes,
-        pending_change=PendingChange(id=held.id, start=held.start, end=held.end, requested_at=held.created_at)  # type: ignore[arg-type]
-        if held
-        else None,
-    )
-
-
-def _event(r: Reservation, ctx: ResourceCtx) -> dict[str, Any]:
-    return {
-        "reservation_id": r.id,
-        "resource": ctx.resource.key,
-        "start": r.start.isoformat(),
-        "end": r.end.isoformat(),
-        "status": r.status,
-        "planner_id": r.planner_id,
-    }
-
-
-# ---------------------------------------------------------------- overlap and allocation
-
-
-def holding_overlaps(
-    session: Session,
-    unit_ids: Iterable[int],
-    block_start: datetime,
-    block_end: datetime,
-    exclude_id: int | None = None,
-) -> list[Reservation]:
-    stmt = select(Reservation).where(
-        col(Reservation.unit_id).in_(list(unit_ids)),
-        col(Reservation.status).in_([s.value for s in HOLDING]),
-        Reservation.block_start < block_end,
-        Reservation.block_end > block_start,
-    )
-    if exclude_id is not None:
-        stmt = stmt.where(Reservation.id != exclude_id)
-    return list(session.exec(stmt).all())
-
-
-def peak_places(bookings: Iterable[Reservation], start: datetime, end: datetime) -> int:
-    """The most places in use at any instant of [start, end)."""
-    edges: list[tuple[datetime, int]] = []
-    for b in bookings:
-        a, z = max(b.block_start, start), min(b.block_end, end)
-        if a < z:
-            edges += [(a, b.places), (z, -b.places)]
-    peak = used = 0
-    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
-        used += delta
-        peak = max(peak, used)
-    return peak
-
-
-def _slot_taken(conflict: Reservation | None, **extra: Any) -> Conflict:
-    window = {"start": conflict.start.isoformat(), "end": conflict.end.isoformat()} if conflict else None
-    return Conflict("slot_taken", "this time is already booked", conflicting_window=window, **extra)
-
-
-def _unit_order(session: Session, ctx: ResourceCtx, start: datetime, prefer: int | None) -> list[ResourceUnit]:
-    units = list(ctx.units)
-    if ctx.resource.pool_strategy == "balancing" and len(units) > 1:
-        horizon = timedelta(days=30)
-        rows = session.exec(
-            select(Reservation.unit_id, func.count())
-            .where(
-                col(Reservation.unit_id).in_([u.id for u in units]),
-                col(Reservation.status).in_([s.value for s in HOLDING]),
-                Reservation.start > start - horizon,
-                Reservation.start < start + horizon,
-            )
-            .group_by(Reservation.unit_id)
-        ).all()
-        use = dict(rows)
-        units.sort(key=lambda u: (use.get(u.id, 0), u.position, u.id))
-    if prefer is not None:
-        units.sort(key=lambda u: u.id != prefer)
-    return units
-
-
-def _is_exclusion_violation(exc: IntegrityError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) == "23P01"
-
-
-_INTENT = (
-    "start",
-    "end",
-    "block_start",
-    "block_end",
-    "long_span",
-    "access_start",
-    "access_end",
-    "places",
-    "status",
-    "updated_at",
-)
-
-
-def place(session: Session, ctx: ResourceCtx, r: Reservation, *, prefer_unit: int | None = None) -> None:
-    """Assign `r` a unit and flush it, or raise 409 slot_taken. `r.block_*` must be set."""
-    # Explicit flushes only: an autoflush of a moved booking must not fire outside its savepoint.
-    with session.no_autoflush:
-        _place(session, ctx, r, prefer_unit)
-
-
-def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int | None) -> None:
-    holding = r.status in HOLDING
-    if not ctx.units:
-        raise Conflict("no_units", "this resource has no active unit to book")
-    if not ctx.exclusive:
-        unit = ctx.units[0]
-        if holding:
-            if not is_sqlite(session):
-                session.exec(select(ResourceUnit.id).where(ResourceUnit.id == unit.id).with_for_update()).one()
-            others = holding_overlaps(session, [unit.id], r.block_start, r.block_end, r.id)  # type: ignore[list-item]
-            used = peak_places(others, r.block_start, r.block_end)
-            if used + r.places > ctx.resource.capacity:
-                raise _slot_taken(None, places_left=max(0, ctx.resource.capacity - used))
-        r.unit_id = unit.id  # type: ignore[assignment]
-        session.add(r)
-        session.flush()
-        return
-    first_conflict: Reservation | None = None
-    # A rolled-back savepoint expires (or expunges) `r`: keep what we meant to write.
-    intent = {k: getattr(r, k) for k in _INTENT}
-    for unit in _unit_order(session, ctx, r.start, prefer_unit):
-        for k, v in intent.items():
-            setattr(r, k, v)
-        if holding:
-            clash = holding_overlaps(session, [unit.id], r.block_start, r.block_end, r.id)  # type: ignore[list-item]
-            if clash:
-                first_conflict = first_conflict or min(clash, key=lambda c: c.start)
-                continue
-        r.unit_id = unit.id  # type: ignore[assignment]
-        if is_sqlite(session):
-            # The writer lock is held since BEGIN IMMEDIATE: the check above cannot go stale.
-            session.add(r)
-            session.flush()
-            return
-        try:
-            with session.begin_nested():
-                session.add(r)
-                session.flush()
-            return
-        except IntegrityError as exc:
-            if not _is_exclusion_violation(exc):
-                raise
-            # A concurrent booking committed on this unit after our check: try the next one.
-            continue
-    raise _slot_taken(first_conflict)
-
-
-# ---------------------------------------------------------------- quotas
-
-
-def _window_peak(intervals: list[tuple[datetime, datetime]], new: tuple[datetime, datetime], days: int) -> int:
-    """Largest booked minutes in any `days`-long window that overlaps the new booking."""
-    span = timedelta(days=days)
-    candidates = {new[0], new[1] - span}
-    for a, z in intervals:
-        candidates |= {a, z - span}
-    best = 0
-    for w in candidates:
-        if not (w < new[1] and w + span > new[0]):
-            continue
-        total = sum(max(0.0, (min(z, w + span) - max(a, w)).total_seconds()) for a, z in [*intervals, new])
-        best = max(best, int(total // 60))
-    return best
-
-
-def check_quotas(
-    session: Session,
-    ctx: ResourceCtx,
-    planner: User,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    exclude_id: int | None = None,
-) -> None:
-    active_stmt = (
-        select(func.count())
-        .select_from(Reservation)
-        .where(
-            Reservation.planner_id == planner.id,
-            col(Reservation.status).in_([s.value for s in ACTIVE]),
-            Reservation.end > now,
-        )
-    )
-    if exclude_id is not None:
-        active_stmt = active_stmt.where(Reservation.id != exclude_id)
-    else:
-        used = session.exec(active_stmt).one()
-        limit = ctx.rules.max_active_per_user
-        if used >= limit:
-            raise Conflict(
-                "quota_exceeded",
-                f"at most {limit} active reservations per user",
-                quota="max_active_reservations",
-                limit=limit,
-                used=used,
-            )
-    group = ctx.resource.quota_group
-    for budget in ctx.rules.budgets:
-        if not group or budget.group != group:
-            continue
-        span = timedelta(days=budget.days)
-        planners = [planner.id]
-        if budget.per == "unit" and planner.unit:
-            planners = list(session.exec(select(User.id).where(User.unit == planner.unit)).all())
-        stmt = (
-            select(Reservation.start, Reservation.end)
-            .join(Resource, col(Resource.id) == Reservation.resource_id)
-            .where(
-                Resource.quota_group == group,
-                col(Reservation.planner_id).in_(planners),
-                col(Reservation.status).in_([s.value for s in ACTIVE]),
-                Reservation.start < end + span,
-                Reservation.end > start - span,
-            )
-        )
-        if exclude_id is not None:
-            stmt = stmt.where(Reservation.id != exclude_id)
-        intervals = [(a, z) for a, z in session.exec(stmt).all()]
-        peak = _window_peak(intervals, (start, end), budget.days)
-        if peak > budget.minutes:
-            used_now = _window_peak(intervals, (start, start), budget.days)
-            raise Conflict(
-                "quota_exceeded",
-                f"at most {budget.minutes} minutes of {group} per {budget.days} days per {budget.per}",
-                quota=f"budget:{group}",
-                per=budget.per,
-                limit_minutes=budget.minutes,
-                used_minutes=used_now,
-                window_days=budget.days,
-            )
-
-
-# ---------------------------------------------------------------- create
-
-
 @dataclass
 class Draft:
-    """A validated booking request, before a unit is chosen."""
+    """A validated booking request, before a unit is chosen (what the status policies judge)."""
 
     ctx: ResourceCtx
     planner: User
@@ -384,6 +117,7 @@ def _beneficiaries(session: Session, ids: list[int], ctx: ResourceCtx) -> list[i
 
 
 def prepare(session: Session, principal: Principal, data: ReservationCreate, now: datetime) -> Draft:
+    """Check who books what and when; quotas and placement come at `insert`."""
     ctx = load_resource(session, data.resource)
     require_can_book(principal, ctx)
     privileged = manages(principal, ctx)
@@ -396,58 +130,30 @@ def prepare(session: Session, principal: Principal, data: ReservationCreate, now
     return Draft(ctx, planner, start, end, bens, data.places, data.note, privileged)  # type: ignore[arg-type]
 
 
-def initial_status(draft: Draft) -> Status:
-    """auto: confirmed at once; manual: pending for a manager; rules: pending unless a registered
-    status policy (moderation's conditions) confirms it. Managers' own bookings are confirmed."""
-    if draft.privileged or draft.ctx.rules.moderation == Moderation.auto:
-        return Status.confirmed
-    return Status.pending
-
-
-# (status, reason) for a `rules` request, or None to leave it to the next policy.
-StatusPolicy = Callable[[Session, "Draft", datetime], tuple[Status, str] | None]
-_status_policies: list[StatusPolicy] = []
-
-
-def register_status_policy(policy: StatusPolicy) -> None:
-    """The extension point for `rules` moderation: a layer above bms (moderation) plugs its
-    conditions in here at composition time, so bms never imports it."""
-    if policy not in _status_policies:
-        _status_policies.append(policy)
-
-
-def decide_status(session: Session, draft: Draft, now: datetime) -> tuple[Status, str | None]:
-    status = initial_status(draft)
-    if status == Status.pending and draft.ctx.rules.moderation == Moderation.rules:
-        for policy in _status_policies:
-            decided = policy(session, draft, now)
-            if decided is not None:
-                return decided
-    return status, None
-
-
 def insert(
     session: Session,
     principal: Principal,
     draft: Draft,
     now: datetime,
     *,
+    policies: BookingPolicies = NO_POLICIES,
     series_id: int | None = None,
     occurrence_key: str | None = None,
     status: Status | None = None,
     skip_quotas: bool = False,
 ) -> Reservation:
+    """Write a checked draft: quotas, its status (the policies decide on `rules` resources), a unit."""
     ctx = draft.ctx
     if not skip_quotas:
         check_quotas(session, ctx, draft.planner, draft.start, draft.end, now)
     a_start, a_end = ctx.rules.access_window(draft.start, draft.end)
     status_reason = None
     if status is None:
-        status, status_reason = decide_status(session, draft, now)
+        status, status_reason = decide_status(session, draft, now, policies)
     r = Reservation(
-        resource_id=ctx.resource.id,  # type: ignore[arg-type]
-        unit_id=ctx.units[0].id if ctx.units else 0,  # type: ignore[arg-type]
-        planner_id=draft.planner.id,  # type: ignore[arg-type]
+        resource_id=ident(ctx.resource),
+        unit_id=ident(ctx.units[0]) if ctx.units else 0,
+        planner_id=ident(draft.planner),
         start=draft.start,
         end=draft.end,
         block_start=draft.start,
@@ -465,11 +171,11 @@ def insert(
     )
     place(session, ctx, r)
     for uid in draft.beneficiaries:
-        session.add(ReservationBeneficiary(reservation_id=r.id, user_id=uid))  # type: ignore[arg-type]
+        session.add(ReservationBeneficiary(reservation_id=ident(r), user_id=uid))
     session.flush()
     sync_access(session, r, ctx)
     kind = "reservation.confirmed" if r.status == Status.confirmed else "reservation.requested"
-    outbox.enqueue(session, kind, _event(r, ctx))
+    outbox.enqueue(session, kind, event_payload(r, ctx))
     audit.record(
         session,
         principal.actor,
@@ -488,32 +194,82 @@ def insert(
     return r
 
 
-def create(session: Session, principal: Principal, data: ReservationCreate, now: datetime | None = None) -> Reservation:
+def create(
+    session: Session,
+    principal: Principal,
+    data: ReservationCreate,
+    now: datetime | None = None,
+    *,
+    policies: BookingPolicies = NO_POLICIES,
+) -> Reservation:
     now = now or utcnow()
-    return insert(session, principal, prepare(session, principal, data, now), now)
+    return insert(session, principal, prepare(session, principal, data, now), now, policies=policies)
 
 
-# ---------------------------------------------------------------- read
+@dataclass
+class Replay:
+    """The stored answer to the first request with a given Idempotency-Key."""
+
+    body: dict[str, Any]
+    status_code: int
 
 
-def visible(session: Session, principal: Principal, r: Reservation, ctx: ResourceCtx | None = None) -> bool:
-    if r.planner_id == principal.user_id or principal.admin:
-        return True
-    ctx = ctx or load_resource_by_id(session, r.resource_id)
-    if manages(principal, ctx):
-        return True
-    return session.get(ReservationBeneficiary, (r.id, principal.user_id)) is not None
+def request_hash(data: BaseModel) -> str:
+    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()
 
 
-def get_visible(session: Session, principal: Principal, reservation_id: int) -> tuple[Reservation, ResourceCtx]:
-    """404 for both 'does not exist' and 'not yours': existence is not leaked."""
-    r = session.get(Reservation, reservation_id)
-    if r is None:
-        raise NotFound("reservation_not_found", f"no reservation {reservation_id}")
-    ctx = load_resource_by_id(session, r.resource_id)
-    if not visible(session, principal, r, ctx):
-        raise NotFound("reservation_not_found", f"no reservation {reservation_id}")
-    return r, ctx
+def _stored_answer(session: Session, user_id: int, key: str, digest: str) -> Replay | None:
+    rec = session.exec(
+        select(IdempotencyRecord).where(col(IdempotencyRecord.user_id) == user_id, col(IdempotencyRecord.key) == key)
+    ).first()
+    if rec is None or rec.status_code == 0:
+        return None
+    if rec.request_hash != digest:
+        raise Invalid(
+            "idempotency_key_reused", "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+        )
+    return Replay(rec.response, rec.status_code)
+
+
+def create_once(
+    session: Session,
+    principal: Principal,
+    data: ReservationCreate,
+    idempotency_key: str | None,
+    *,
+    policies: BookingPolicies = NO_POLICIES,
+    now: datetime | None = None,
+) -> ReservationPublic | Replay:
+    """Book, or return the first answer given to this user's Idempotency-Key (422 if that key came
+    with a different request). The key's record is written in the booking's transaction, so a
+    refused booking leaves no record and may be retried with the same key."""
+    if not idempotency_key:
+        return public(session, create(session, principal, data, now, policies=policies))
+    digest = request_hash(data)
+    stored = _stored_answer(session, principal.user_id, idempotency_key, digest)
+    if stored is not None:
+        return stored
+    record = IdempotencyRecord(user_id=principal.user_id, key=idempotency_key, request_hash=digest, status_code=0)
+    try:
+        with session.begin_nested():
+            session.add(record)
+            session.flush()
+    except IntegrityError:
+        # PostgreSQL: a request with the same key committed after our look-up (SQLite's writer
+        # lock rules this out). Its answer is now visible, unless it is still running.
+        stored = _stored_answer(session, principal.user_id, idempotency_key, digest)
+        if stored is not None:
+            return stored
+        raise Conflict("in_progress", "the first request with this key is still running") from None
+    body = public(session, create(session, principal, data, now, policies=policies))
+    record.status_code = 201
+    record.response = body.model_dump(mode="json")
+    session.add(record)
+    session.flush()
+    return body
+
+
+# ---------------------------------------------------------------- change
 
 
 def get_for_change(
@@ -529,9 +285,6 @@ def get_for_change(
     return r, ctx, privileged
 
 
-# ---------------------------------------------------------------- change
-
-
 def _check_change_allowed(r: Reservation, ctx: ResourceCtx, privileged: bool, now: datetime, *, counts: bool) -> None:
     if r.status not in (Status.pending, Status.confirmed):
         raise Conflict("not_modifiable", f"a {r.status} reservation cannot be changed", status_from=r.status)
@@ -545,7 +298,8 @@ def _check_change_allowed(r: Reservation, ctx: ResourceCtx, privileged: bool, no
 
 
 def set_times(r: Reservation, ctx: ResourceCtx, start: datetime, end: datetime, now: datetime) -> None:
-    """New times and what derives from them: the buffered block and the access window."""
+    """New times and what derives from them: the buffered block and the access window. Nothing is
+    checked or written: `move` (or a confirmation, which places it) does that."""
     r.start, r.end = start, end
     r.block_start, r.block_end = start, end + ctx.rules.buffer
     r.long_span = r.block_end - r.block_start > LONG_SPAN
@@ -579,27 +333,21 @@ def reschedule(
     start: datetime,
     end: datetime,
     now: datetime | None = None,
+    *,
+    policies: BookingPolicies = NO_POLICIES,
 ) -> Reservation:
+    """Move the booking now, or, where a change policy asks for it, record the change for a manager
+    while the booking keeps its slot."""
     now = now or utcnow()
     r, ctx, privileged = get_for_change(session, principal, reservation_id)
     _check_change_allowed(r, ctx, privileged, now, counts=True)
     planner = session.get(User, r.planner_id)
     start, end = start.astimezone(now.tzinfo), end.astimezone(now.tzinfo)
-    if not privileged and r.status == Status.confirmed and any(p(session, ctx, r) for p in _change_policies):
+    if not privileged and r.status == Status.confirmed and policies.holds_change(session, ctx, r):
         _hold_change(session, principal, ctx, r, planner, start, end, now)  # type: ignore[arg-type]
         return r
-    apply_change(session, principal.actor, ctx, r, planner, start, end, now, privileged=privileged)  # type: ignore[arg-type]
+    apply_change(session, principal.actor, ctx, r, start, end, now, privileged=privileged)
     return r
-
-
-# Whether a change of this confirmed booking must wait for a manager (moderation plugs in here).
-ChangePolicy = Callable[[Session, ResourceCtx, Reservation], bool]
-_change_policies: list[ChangePolicy] = []
-
-
-def register_change_policy(policy: ChangePolicy) -> None:
-    if policy not in _change_policies:
-        _change_policies.append(policy)
 
 
 def _hold_change(
@@ -615,15 +363,15 @@ def _hold_change(
     """Record the requested times for a manager; the booking keeps its slot until then."""
     ctx.rules.check_times(start, end, now)
     check_quotas(session, ctx, planner, start, end, now, exclude_id=r.id)
-    previous = pending_change(session, r.id)  # type: ignore[arg-type]
+    previous = pending_change(session, ident(r))
     if previous is not None:  # the newest request replaces an undecided one
         previous.status, previous.decided_at, previous.reason = "void", now, "replaced by a newer request"
         session.add(previous)
     change = ReservationChange(
-        reservation_id=r.id,
+        reservation_id=ident(r),
         requested_by=principal.user_id,
         start=start,
-        end=end,  # type: ignore[arg-type]
+        end=end,
         base_version=r.updated_at,
     )
     session.add(change)
@@ -631,7 +379,7 @@ def _hold_change(
     outbox.enqueue(
         session,
         "reservation.change_requested",
-        {**_event(r, ctx), "change_id": change.id, "new_start": start.isoformat(), "new_end": end.isoformat()},
+        {**event_payload(r, ctx), "change_id": change.id, "new_start": start.isoformat(), "new_end": end.isoformat()},
     )
     audit.record(
         session,
@@ -649,22 +397,25 @@ def apply_change(
     actor: audit.Actor,
     ctx: ResourceCtx,
     r: Reservation,
-    planner: User,
     start: datetime,
     end: datetime,
     now: datetime,
     *,
     privileged: bool,
 ) -> None:
-    """Move the booking to its new times now (a direct reschedule, or an approved change)."""
+    """Move the booking to its new times now (a direct reschedule, or an approved change): rules
+    (unless privileged), the planner's quotas, a free unit (409 slot_taken), then announced."""
+    planner = session.get(User, r.planner_id)
     before = {"start": r.start, "end": r.end, "unit_id": r.unit_id}
-    move(session, ctx, r, start, end, planner, now, privileged=privileged)
+    move(session, ctx, r, start, end, planner, now, privileged=privileged)  # type: ignore[arg-type]
     r.changes += 1
     if r.series_id is not None:
         r.detached = True
     session.add(r)
     session.flush()
-    outbox.enqueue(session, "reservation.changed", {**_event(r, ctx), "before": {k: str(v) for k, v in before.items()}})
+    outbox.enqueue(
+        session, "reservation.changed", {**event_payload(r, ctx), "before": {k: str(v) for k, v in before.items()}}
+    )
     audit.record(
         session,
         actor,
@@ -674,123 +425,6 @@ def apply_change(
         before=before,
         after={"start": r.start, "end": r.end, "unit_id": r.unit_id},
     )
-
-
-def recipients(session: Session, r: Reservation) -> list[int]:
-    """Who hears about a reservation: its planner and its beneficiaries."""
-    bens = session.exec(
-        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
-    ).all()
-    return sorted({r.planner_id, *bens})
-
-
-def transition(r: Reservation, target: Status, reason: str | None, now: datetime | None = None) -> str:
-    """Move `r` to `target` if the state machine allows it; return the status it had."""
-    check_transition(r.status, target)
-    before = r.status
-    r.status = target.value
-    r.status_reason = reason
-    r.updated_at = now or utcnow()
-    return before
-
-
-def sync_access(session: Session, r: Reservation, ctx: ResourceCtx) -> None:
-    """Tell access who may enter for this booking: its beneficiaries (else its planner) during
-    restrict..release while it holds its slot; nobody once it does not."""
-    bens = session.exec(
-        select(ReservationBeneficiary.user_id).where(ReservationBeneficiary.reservation_id == r.id)
-    ).all()
-    set_windows(
-        session,
-        "reservation",
-        r.id,
-        r.resource_id,
-        list(bens) or [r.planner_id],  # type: ignore[arg-type]
-        r.access_start,
-        r.access_end,
-        ctx.rules.access.mode.value,
-        active=r.status in HOLDING,
-    )
-
-
-def announce_status(
-    session: Session,
-    actor: audit.Actor,
-    r: Reservation,
-    ctx: ResourceCtx,
-    before: str,
-    *,
-    action: str | None = None,
-    **extra: Any,
-) -> None:
-    """The access windows, outbox message (to the planner and beneficiaries) and audit row of a status change."""
-    sync_access(session, r, ctx)
-    outbox.enqueue(
-        session,
-        f"reservation.{r.status}",
-        {
-            **_event(r, ctx),
-            "venue": ctx.venue.key,
-            "reason": r.status_reason,
-            "recipients": recipients(session, r),
-            "decided_by": actor.label,
-            **extra,
-        },
-    )
-    audit.record(
-        session,
-        actor,
-        action or f"reservation.{r.status}",
-        "reservation",
-        r.id,
-        before={"status": before},
-        after={"status": r.status, "start": r.start, "end": r.end, "unit_id": r.unit_id},
-        reason=r.status_reason,
-        **extra,
-    )
-
-
-def set_status(
-    session: Session,
-    actor: audit.Actor,
-    r: Reservation,
-    ctx: ResourceCtx,
-    target: Status,
-    reason: str | None = None,
-    now: datetime | None = None,
-    *,
-    action: str | None = None,
-    **extra: Any,
-) -> None:
-    """The one way a status changes: checked against the state machine, audited, announced."""
-    before = transition(r, target, reason, now)
-    session.add(r)
-    session.flush()
-    announce_status(session, actor, r, ctx, before, action=action, **extra)
-
-
-def check_in_on_entry(session: Session, reservation_id: int, user_id: int, at: datetime, door: str) -> bool:
-    """The first granted entry of a beneficiary inside the window checks the booking in.
-
-    Registered with access as the entry listener for reservations (see bookgate.app). The row is
-    locked so two entries read on two gateway nodes check it in once."""
-    r = session.exec(select(Reservation).where(Reservation.id == reservation_id).with_for_update()).first()
-    if r is None or r.status != Status.confirmed.value or not (r.access_start <= at < r.access_end):
-        return False
-    ctx = load_resource_by_id(session, r.resource_id)
-    set_status(
-        session,
-        audit.SYSTEM,
-        r,
-        ctx,
-        Status.checked_in,
-        f"entered at {door}",
-        at,
-        action="reservation.check_in",
-        user_id=user_id,
-        door=door,
-    )
-    return True
 
 
 def cancel(
@@ -810,48 +444,75 @@ def cancel(
     return r
 
 
-# ---------------------------------------------------------------- list
+# ---------------------------------------------------------------- duplicate
 
 
-def list_for(
+class DuplicateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dates: list[date] = Field(default_factory=list, max_length=100, description="local dates; same local times")
+    resources: list[str] = Field(default_factory=list, max_length=50, description="other resource keys")
+
+
+class CopyResult(BaseModel):
+    date: date
+    resource: str
+    reservation: ReservationPublic | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class DuplicateOut(BaseModel):
+    made: list[CopyResult]
+    refused: list[CopyResult]
+
+
+def duplicate(
     session: Session,
     principal: Principal,
+    reservation_id: int,
+    data: DuplicateIn,
+    now: datetime | None = None,
     *,
-    scope: str = "mine",
-    resource: str | None = None,
-    status: list[str] | None = None,
-    start_from: datetime | None = None,
-    start_to: datetime | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[Reservation]:
-    stmt = select(Reservation)
-    if scope == "mine":
-        bens = select(ReservationBeneficiary.reservation_id).where(ReservationBeneficiary.user_id == principal.user_id)
-        stmt = stmt.where((Reservation.planner_id == principal.user_id) | col(Reservation.id).in_(bens))
-    elif scope == "managed":
-        if not principal.admin:
-            venue_ids = list(principal.managed_venues)
-            if not venue_ids:
-                raise Forbidden("forbidden_role", "scope=managed is for venue managers")
-            res_ids = (
-                select(Resource.id).join(Venue, col(Venue.id) == Resource.venue_id).where(col(Venue.id).in_(venue_ids))
-            )
-            stmt = stmt.where(col(Reservation.resource_id).in_(res_ids))
-    else:
-        raise Invalid("bad_scope", "scope is mine or managed", field="scope")
-    if resource:
-        rid = session.exec(select(Resource.id).where(Resource.key == resource)).first()
-        if rid is None:
-            raise NotFound("resource_not_found", f"no resource {resource!r}", field="resource")
-        stmt = stmt.where(Reservation.resource_id == rid)
-    if status:
-        bad = [s for s in status if s not in Status.__members__]
-        if bad:
-            raise Invalid("bad_status", f"unknown status {bad[0]!r}", field="status")
-        stmt = stmt.where(col(Reservation.status).in_(status))
-    if start_from is not None:
-        stmt = stmt.where(Reservation.end > start_from)
-    if start_to is not None:
-        stmt = stmt.where(Reservation.start < start_to)
-    return list(session.exec(stmt.order_by(Reservation.start, Reservation.id).offset(offset).limit(limit)).all())
+    policies: BookingPolicies = NO_POLICIES,
+) -> DuplicateOut:
+    """Copy to other local dates and/or resources at the same local times, whatever DST does in
+    between. Each copy is checked like a new booking, in its own savepoint: a refused copy is
+    reported and does not undo the others."""
+    now = now or utcnow()
+    original, ctx = get_visible(session, principal, reservation_id)
+    if original.planner_id != principal.user_id and not manages(principal, ctx):
+        raise Forbidden("not_the_planner", "only the planner or a manager may duplicate this")
+    if not data.dates and not data.resources:
+        raise Invalid("nothing_to_copy", "give dates and/or resources", field="dates")
+    tz = ctx.rules.tz
+    ls, le = original.start.astimezone(tz), original.end.astimezone(tz)
+    length = le.replace(tzinfo=None) - ls.replace(tzinfo=None)  # wall-clock length
+    bens = sorted(
+        session.exec(
+            select(ReservationBeneficiary.user_id).where(col(ReservationBeneficiary.reservation_id) == original.id)
+        ).all()
+    )
+    made: list[tuple[date, str, Reservation]] = []
+    refused: list[CopyResult] = []
+    for key in data.resources or [ctx.resource.key]:
+        for d in data.dates or [ls.date()]:
+            start = datetime.combine(d, ls.time(), tz)
+            end = (start.replace(tzinfo=None) + length).replace(tzinfo=tz)
+            try:
+                with session.begin_nested():
+                    req = ReservationCreate(
+                        resource=key,
+                        start=start,
+                        end=end,
+                        beneficiaries=bens,
+                        places=original.places,
+                        note=original.note,
+                    )
+                    made.append((d, key, create(session, principal, req, now, policies=policies)))
+            except AppError as exc:
+                refused.append(CopyResult(date=d, resource=key, code=exc.code, message=exc.message))
+    shaped = public_many(session, [r for _, _, r in made])
+    return DuplicateOut(
+        made=[CopyResult(date=d, resource=key, reservation=p) for (d, key, _), p in zip(made, shaped, strict=True)],
+        refused=refused,
+    )

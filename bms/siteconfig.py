@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bms.models import Resource, ResourceUnit
 from config.site import ResourceConfig, VenueConfig
+from core.db import ident
 from core.upsert import ImportReport, upsert
 
 
@@ -40,7 +41,7 @@ def apply_venue(session: Session, venue_id: int, venue: VenueConfig, report: Imp
             },
             report,
         )
-        ids[res.key] = row.id  # type: ignore[assignment]
+        ids[res.key] = ident(row)
         specs = _unit_specs(res)
         wanted = {key for key, _ in specs}
         for position, (key, name) in enumerate(specs):
@@ -52,7 +53,7 @@ def apply_venue(session: Session, venue_id: int, venue: VenueConfig, report: Imp
                 report,
             )
         # Units dropped from the file are retired, never deleted: bookings may point at them.
-        for unit in session.exec(select(ResourceUnit).where(ResourceUnit.resource_id == row.id)).all():
+        for unit in session.exec(select(ResourceUnit).where(col(ResourceUnit.resource_id) == row.id)).all():
             if unit.key not in wanted and unit.active:
                 unit.active = False
                 session.add(unit)

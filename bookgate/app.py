@@ -17,7 +17,7 @@ from access.decisions import DecisionIndex, IndexKeeper
 from bms import api as bms_api
 from bms import service as bms_service
 from bookgate import __version__, migrate
-from bookgate.controllers import start_esprfid
+from bookgate.controllers import start_drivers
 from bookgate.routes import sites as site_routes
 from config import Settings, get_settings
 from core.db import make_engine
@@ -63,7 +63,11 @@ def create_app(
             keeper.start()
             gc.collect()
             gc.freeze()  # the index lives as long as the process, like the rest
-        host = start_esprfid(engine, settings.mqtt_url, decisions) if settings.scheduler and settings.mqtt_url else None
+        host = (
+            start_drivers(engine, settings, decisions, listeners=app.state.entry_listeners)
+            if settings.scheduler
+            else None
+        )
         clock = (
             start_clock(
                 engine,
@@ -89,8 +93,10 @@ def create_app(
             if keeper is not None:
                 keeper.stop()
 
-    bms_service.register_status_policy(moderation_policy.decide)
-    bms_service.register_change_policy(moderation_policy.hold_changes)
+    # moderation's policies, passed to bms by the routes (bms.api.PoliciesDep): no module global
+    booking_policies = bms_service.BookingPolicies(
+        status=[moderation_policy.decide], change=[moderation_policy.hold_changes]
+    )
     decisions = DecisionIndex()
 
     app = FastAPI(
@@ -103,6 +109,7 @@ def create_app(
     app.state.engine = engine
     app.state.secret_key = settings.effective_secret_key()
     app.state.decisions = decisions
+    app.state.booking_policies = booking_policies
     app.state.entry_listeners = entry_listeners()
     install_error_handlers(app)
 

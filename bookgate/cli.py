@@ -43,10 +43,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bookgate import demo, migrate
+    from core.security import hashing_for
 
     engine = _engine(settings)
     migrate.upgrade(engine)
-    accounts = demo.prepare(engine)
+    accounts = demo.prepare(engine, hashing_for(settings))
     engine.dispose()
     print("\nDemo site 'Résidence Les Tilleuls' is ready. Accounts (passwords are new at each start):")
     for role, email, password in accounts:
@@ -64,7 +65,8 @@ def _start_demo_controllers(settings: Settings) -> str | None:
     import threading
 
     from config.site import example_path, load_site_file
-    from drivers.esprfid.simulator import run_simulators
+    from drivers.esprfid.settings import EsprfidSettings
+    from drivers.esprfid.simulator import SimulatorFleet, run_simulators
 
     url = settings.mqtt_url
     if not url:
@@ -76,14 +78,16 @@ def _start_demo_controllers(settings: Settings) -> str | None:
             print(f"  (no embedded MQTT broker: {exc}; controllers are not simulated)")
             return None
         print(f"  embedded MQTT broker   {url}")
-    topics = [
-        f"{c.settings['topic']}@{c.settings['doorip']}@{c.settings.get('reader', 'mfrc522')}"
+    # the example's esp-rfid controllers, their settings read as the driver reads them (defaults too)
+    devices = [
+        EsprfidSettings.model_validate(c.settings)
         for site in load_site_file(example_path()).sites
         for c in site.controllers
         if c.driver == "esprfid"
     ]
+    topics = [f"{d.topic}@{d.doorip}@{d.reader}" for d in devices]
 
-    def walk_ins(fleet) -> None:  # type: ignore[no-untyped-def]
+    def walk_ins(fleet: SimulatorFleet) -> None:
         """Now and then a demo resident holds a badge to a reader, so the doors page shows life:
         granted where a booking covers them (or the gateway allows online), denied elsewhere."""
         import random
@@ -99,7 +103,7 @@ def _start_demo_controllers(settings: Settings) -> str | None:
             except Exception:  # the demo goes on whatever one presentation does
                 logging.getLogger("bookgate.demo").exception("a demo presentation failed")
 
-    def on_ready(fleet) -> None:  # type: ignore[no-untyped-def]
+    def on_ready(fleet: SimulatorFleet) -> None:
         threading.Thread(target=walk_ins, args=(fleet,), name="demo-walk-ins", daemon=True).start()
 
     thread = threading.Thread(
@@ -160,6 +164,7 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     from core import auth
     from core.db import write_session
     from core.errors import AppError
+    from core.security import hashing_for
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -175,7 +180,7 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
             roles=[auth.RoleIn(role="admin")],
         )
         with write_session(engine) as s:
-            user = auth.create_user(s, CLI_ACTOR, data)
+            user = auth.create_user(s, CLI_ACTOR, data, hashing_for(settings))
     except ValidationError as exc:
         return _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except AppError as exc:
@@ -236,12 +241,15 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
-    from drivers.esprfid.simulator import main as esprfid_sim
+    """`bookgate sim KIND ...`: the simulator the registry names for that kind of controller."""
+    from drivers.registry import REGISTRY
 
+    simulate = REGISTRY.simulators()[args.driver]
     argv = list(args.rest)
-    if not any(a == "--mqtt-url" or a.startswith("--mqtt-url=") for a in argv) and settings.mqtt_url:
+    mqtt = args.driver in REGISTRY.mqtt_kinds()
+    if mqtt and not any(a == "--mqtt-url" or a.startswith("--mqtt-url=") for a in argv) and settings.mqtt_url:
         argv += ["--mqtt-url", settings.mqtt_url]
-    return esprfid_sim(argv)
+    return simulate(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,8 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.set_defaults(func=cmd_admin)
 
-    sim = sub.add_parser("sim", help="simulated door controllers (see `bookgate sim esprfid --help`)", add_help=False)
-    sim.add_argument("driver", choices=["esprfid"])
+    from drivers.registry import REGISTRY
+
+    simulated = sorted(REGISTRY.simulators())
+    sim = sub.add_parser(
+        "sim", help=f"simulated door controllers (see `bookgate sim {simulated[0]} --help`)", add_help=False
+    )
+    sim.add_argument("driver", choices=simulated)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_sim)
 

@@ -1,16 +1,19 @@
-"""Wiring the controller drivers into the server: the one place that knows drivers exist.
+"""Wiring the controller drivers into the server: the one place that runs drivers.
 
-The esp-rfid driver speaks asyncio on its own event-loop thread; the dispatcher (a scheduler
-job, synchronous) hands it commands through `send`/`send_many`, which wait for the
-acknowledgements. Reports (door events, heartbeats, boots) are handled by a worker thread of ours
-so the network thread never waits on the database.
+Which drivers exist is the drivers' registry's business: `start_drivers` builds one driver per
+controller kind present in the database (each family's factory, from its controllers' validated
+settings) and `DriverHost` drives them all on one asyncio event-loop thread of ours. The dispatcher
+(a scheduler job, synchronous) hands it commands through `send`/`send_many`, which route each one by
+controller key to its driver and wait for the acknowledgements. Reports (door events, heartbeats,
+boots) from every driver are handled by a worker thread of ours, so no driver's I/O thread ever
+waits on the database.
 
-Online decisions on esp-rfid. The firmware decides every presentation itself from the cards it
-stores, and a card it does not store is reported as an access event (``isKnown: false``). For a
-door whose resource is in an online mode (`authorized`), that report is the question: the gateway
-answers it from its in-memory index and, when the answer is yes, releases the door with
-``opendoor`` (relay 1, the only one the firmware can release remotely). No answer, no release: a
-lost link keeps the door shut.
+Online decisions. A controller that decides presentations itself from the cards it stores (esp-rfid)
+reports a card it does not store as a denied access event. For a door whose resource is in an
+online mode (`authorized`), that report is the question: the gateway answers it from its in-memory
+index and, when the answer is yes, releases the door with `Unlock` through the same driver (on
+esp-rfid, ``opendoor``: relay 1, the only one the firmware can release remotely). No answer, no
+release: a lost link keeps the door shut.
 """
 
 from __future__ import annotations
@@ -21,30 +24,37 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from access import events
 from access.decisions import DecisionIndex
+from access.events import EntryListeners
 from access.models import Controller
 from access.protocol import (
     Availability,
     Booted,
     Command,
     CommandResult,
+    ControllerDriver,
     ControllerUnavailable,
     DoorEvent,
     Heartbeat,
     Unlock,
 )
 from access.supervision import full_sync, set_state
+from config import Settings
 from core import audit
 from core.audit import SYSTEM
 from core.db import read_session, utcnow, write_session
-from drivers.esprfid import ControllerConfig, EsprfidDriver, MqttSettings
+from drivers.family import DriverContext
+from drivers.registry import REGISTRY, DriverRegistry
 
 log = logging.getLogger("bookgate.controllers")
 
@@ -53,17 +63,34 @@ SEND_TIMEOUT = 600.0
 
 @dataclass
 class DriverHost:
-    driver: EsprfidDriver
+    drivers: dict[str, ControllerDriver]  # kind -> its one driver
+    routes: dict[str, str]  # controller key -> kind
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     engine: Engine
     decisions: DecisionIndex | None = None
+    listeners: EntryListeners | None = None  # who hears of a granted entry (bms checks bookings in)
     reports: queue.Queue = field(default_factory=queue.Queue)
+    _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
+
+    def driver_for(self, controller_key: str) -> ControllerDriver | None:
+        kind = self.routes.get(controller_key)
+        return None if kind is None else self.drivers.get(kind)
+
+    def keys(self) -> list[str]:
+        """The controllers this host drives."""
+        return list(self.routes)
+
+    @property
+    def connected(self) -> bool:
+        """Every driver that can tell says its transport is up (and, for MQTT, subscribed)."""
+        return all(_connected(d) for d in self.drivers.values())
 
     def watch(self) -> None:
-        """Reports arrive on the network thread; a worker of ours records them and re-syncs."""
-        self.driver.subscribe(self._on_report)
-        threading.Thread(target=self._work, name="esprfid-supervision", daemon=True).start()
+        """Reports arrive on the drivers' I/O threads; a worker of ours records them and re-syncs."""
+        for driver in self.drivers.values():
+            self._unsubscribe.append(driver.subscribe(self._on_report))
+        threading.Thread(target=self._work, name="driver-supervision", daemon=True).start()
 
     def _on_report(self, report: object) -> None:
         if isinstance(report, DoorEvent) and self._decide_online(report):
@@ -118,16 +145,19 @@ class DriverHost:
 
     def record_event(self, report: DoorEvent, decided_by: str = "controller") -> None:
         with write_session(self.engine) as s:
-            events.record(s, report, decided_by=decided_by)
+            events.record(s, report, decided_by=decided_by, listeners=self.listeners)
 
     # ------------------------------------------------------------------ online decisions
 
     def _decide_online(self, report: DoorEvent) -> bool:
         """A card the device does not know, at a door in an online mode: decide it here, now.
 
-        Runs on the network thread (a dict lookup); the release and the record go elsewhere."""
+        Runs on the driver's I/O thread (a dict lookup); the release and the record go elsewhere."""
         index = self.decisions
         if index is None or report.kind != "denied" or not report.credential_uid or report.door_output is None:
+            return False
+        driver = self.driver_for(report.controller_key)
+        if driver is None:
             return False
         door = index.door_id(report.controller_key, report.door_output)
         if door is None:
@@ -136,7 +166,7 @@ class DriverHost:
         if not (decision.allowed and decision.online):
             return False
         command = Unlock(f"online-{secrets.token_hex(4)}", report.door_output)
-        future = asyncio.run_coroutine_threadsafe(self.driver.send(report.controller_key, command), self.loop)
+        future = asyncio.run_coroutine_threadsafe(driver.send(report.controller_key, command), self.loop)
         granted = replace(report, kind="granted")
 
         def released(done: asyncio.Future | object) -> None:
@@ -156,13 +186,17 @@ class DriverHost:
         return self.send_many([(controller_key, command)])[0]
 
     def send_many(self, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]:
-        """Send concurrently (the driver keeps one command in flight per controller)."""
+        """Send concurrently, each to its controller's driver (a driver keeps one command in flight
+        per controller)."""
 
         async def one(key: str, command: Command) -> CommandResult:
+            driver = self.driver_for(key)
             try:
-                return await self.driver.send(key, command)
+                if driver is None:
+                    raise KeyError(key)
+                return await driver.send(key, command)
             except KeyError:
-                return CommandResult(command.command_id, False, f"no esp-rfid controller {key!r} configured")
+                return CommandResult(command.command_id, False, f"no driven controller {key!r}")
             except ControllerUnavailable as exc:
                 return CommandResult(command.command_id, False, str(exc))
 
@@ -182,8 +216,9 @@ class DriverHost:
 
     def resync_many(self, keys: list[str]) -> dict[str, bool]:
         # A retained 'online' can arrive before every subscription is acknowledged: wait for them.
+        drivers = {id(d): d for d in map(self.driver_for, keys) if d is not None}.values()
         deadline = time.monotonic() + 30
-        while not self.driver.connected and time.monotonic() < deadline:
+        while not all(map(_connected, drivers)) and time.monotonic() < deadline:
             time.sleep(0.05)
         now = utcnow()
         with read_session(self.engine) as s:
@@ -225,12 +260,13 @@ class DriverHost:
 
         A last will covers a device whose connection dies; this covers one that hangs while its
         connection lives, or a broker that lost the will. Returns how many were marked."""
-        stale = set(self.driver.stale_controllers(utcnow()))
+        now = utcnow()
+        stale = {key for driver in self.drivers.values() for key in driver.stale_controllers(now)}
         if not stale:
             return 0
         marked = 0
         with write_session(self.engine) as s:
-            for ctl in s.exec(select(Controller).where(Controller.active, Controller.state != "offline")).all():
+            for ctl in s.exec(select(Controller).where(Controller.active, col(Controller.state) != "offline")).all():
                 if ctl.key in stale:
                     set_state(s, ctl.key, "offline", utcnow())
                     log.warning("controller %s missed its heartbeats: offline", ctl.key)
@@ -249,7 +285,7 @@ class DriverHost:
             ]
         repaired = 0
         for key in keys:
-            if key not in self.driver.keys():
+            if key not in self.routes:
                 continue
             diff = self.reconcile(key)
             repaired += bool(diff)
@@ -257,34 +293,87 @@ class DriverHost:
 
     def stop(self) -> None:
         self.reports.put(None)
-        self.driver.stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for kind, driver in self.drivers.items():
+            try:
+                driver.stop()
+            except Exception:  # the others must stop all the same
+                log.exception("stopping the %s driver failed", kind)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
 
 
-def start_esprfid(engine: Engine, mqtt_url: str, decisions: DecisionIndex | None = None) -> DriverHost | None:
-    """One driver for every active esp-rfid controller in the database; None if there is none."""
+def _connected(driver: ControllerDriver) -> bool:
+    """A driver may say whether its transport is up (`connected`); one that cannot is taken at its word."""
+    return bool(getattr(driver, "connected", True))
+
+
+def start_drivers(
+    engine: Engine,
+    settings: Settings,
+    decisions: DecisionIndex | None = None,
+    *,
+    listeners: EntryListeners | None = None,
+    registry: DriverRegistry = REGISTRY,
+) -> DriverHost | None:
+    """One driver per kind of the active controllers in the database, from the registry's factories.
+
+    None when no kind present can run here (no controller, or no broker configured for them)."""
+    return start_host(
+        engine, DriverContext(mqtt_url=settings.mqtt_url), decisions, listeners=listeners, registry=registry
+    )
+
+
+def start_host(
+    engine: Engine,
+    context: DriverContext,
+    decisions: DecisionIndex | None = None,
+    *,
+    listeners: EntryListeners | None = None,
+    registry: DriverRegistry = REGISTRY,
+) -> DriverHost | None:
     with read_session(engine) as s:
-        rows = s.exec(select(Controller).where(Controller.driver == "esprfid", Controller.active)).all()
-    configs = [
-        ControllerConfig(
-            c.key,
-            str(c.settings["topic"]),
-            str(c.settings.get("doorip", "")),
-            heartbeat_interval=float(c.settings.get("heartbeat_seconds", 180)),
-            reader=str(c.settings.get("reader", "mfrc522")),
-        )
-        for c in rows
-        if c.settings.get("doorip")
-    ]
-    if not configs:
+        rows = s.exec(select(Controller).where(Controller.active).order_by(col(Controller.key))).all()
+    by_kind: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    undriven: dict[str, list[str]] = defaultdict(list)
+    for c in rows:
+        family = registry.get(c.driver)
+        if family is None or family.factory is None:
+            undriven[c.driver].append(c.key)
+            continue
+        try:
+            by_kind[c.driver].append((c.key, family.settings.model_validate(c.settings)))
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+            log.warning("controller %s (%s) not driven, its settings are refused: %s", c.key, c.driver, reasons)
+    for kind, keys in undriven.items():
+        why = "no driver family of that kind" if kind not in registry else "its family has no driver yet"
+        log.info("%d %s controller(s) not driven (%s): %s", len(keys), kind, why, ", ".join(keys))
+    drivers: dict[str, ControllerDriver] = {}
+    routes: dict[str, str] = {}
+    for kind, pairs in by_kind.items():
+        factory = registry.families[kind].factory
+        assert factory is not None  # sorted out above
+        driver = factory(pairs, context)
+        if driver is None:  # the family logged why
+            continue
+        if not isinstance(driver, ControllerDriver):
+            raise TypeError(f"the {kind} factory built a {type(driver).__name__}, not a ControllerDriver")
+        drivers[kind] = driver
+        routes.update((key, kind) for key, _ in pairs)
+    if not drivers:
         return None
-    driver = EsprfidDriver(MqttSettings.from_url(mqtt_url), configs)
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="esprfid-driver", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name="driver-host", daemon=True)
     thread.start()
-    host = DriverHost(driver, loop, thread, engine, decisions)
+    host = DriverHost(drivers, routes, loop, thread, engine, decisions, listeners)
     host.watch()
-    driver.start()
-    log.info("esp-rfid driver started for %d controller(s) on %s", len(configs), driver.settings.safe_url)
+    try:
+        for kind, driver in drivers.items():
+            driver.start()
+            log.info("%s driver started for %d controller(s)", kind, len(by_kind[kind]))
+    except Exception:
+        host.stop()
+        raise
     return host

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from access.models import Credential
 from access.protocol import compact_hex
@@ -16,9 +16,9 @@ from bookgate.provision import import_site_file
 from config.site import example_path
 from core import auth
 from core.audit import SYSTEM
-from core.db import write_session
+from core.db import ident, write_session
 from core.models import User
-from core.security import generate_password
+from core.security import PasswordHashing, generate_password
 
 DOMAIN = "tilleuls.example.com"
 SITE = "les-tilleuls"
@@ -49,14 +49,14 @@ ACCOUNTS = (
 )
 
 
-def prepare(engine: Engine) -> list[tuple[str, str, str]]:
+def prepare(engine: Engine, hashing: PasswordHashing) -> list[tuple[str, str, str]]:
     """Import the example site and (re)set the demo accounts; return (role, email, password)."""
     import_site_file(engine, example_path(), SYSTEM)
     out = []
     with write_session(engine) as s:
         for acct in ACCOUNTS:
             password = generate_password()
-            user = s.exec(select(User).where(User.email == acct.email)).first()
+            user = s.exec(select(User).where(col(User.email) == acct.email)).first()
             if user is None:
                 auth.create_user(
                     s,
@@ -64,24 +64,28 @@ def prepare(engine: Engine) -> list[tuple[str, str, str]]:
                     auth.UserCreate(
                         email=acct.email, name=acct.name, unit=acct.unit, password=password, roles=list(acct.roles)
                     ),
+                    hashing,
                 )
             else:
                 auth.update_user(
                     s,
                     SYSTEM,
-                    user.id,  # type: ignore[arg-type]
+                    ident(user),
                     auth.UserUpdate(password=password, is_active=True, roles=list(acct.roles)),
+                    hashing,
                 )
             out.append((acct.roles[0].role.value, acct.email, password))
-            user = s.exec(select(User).where(User.email == acct.email)).one()
+            user = s.exec(select(User).where(col(User.email) == acct.email)).one()
             if (
                 acct.badge
-                and s.exec(select(Credential).where(Credential.kind == "badge", Credential.value == acct.badge)).first()
+                and s.exec(
+                    select(Credential).where(col(Credential.kind) == "badge", col(Credential.value) == acct.badge)
+                ).first()
                 is None
             ):
                 s.add(
                     Credential(
-                        user_id=user.id,  # type: ignore[arg-type]
+                        user_id=ident(user),
                         kind="badge",
                         format="uid",
                         value=acct.badge,

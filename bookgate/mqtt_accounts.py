@@ -1,28 +1,32 @@
 """Per-controller MQTT accounts: issue a controller its own password (shown once, kept only as
-the broker's hash) and write the broker's password and ACL files from the database."""
+the broker's hash) and write the broker's password and ACL files from the database.
+
+Which controllers speak MQTT, and on which base topic, is their driver family's word (the drivers'
+registry), so a new MQTT family gets accounts without a change here."""
 
 from __future__ import annotations
 
 import secrets
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from access.models import Controller
 from core import audit
-from drivers.esprfid import MqttSettings
 from drivers.mosquitto import Account, acl_file, password_file, password_hash
+from drivers.mqtt import MqttSettings
+from drivers.registry import REGISTRY, DriverRegistry
 
 
 class AccountError(ValueError):
     pass
 
 
-def issue(session: Session, key: str, actor: audit.Actor) -> tuple[str, str]:
+def issue(session: Session, key: str, actor: audit.Actor, *, drivers: DriverRegistry = REGISTRY) -> tuple[str, str]:
     """A new password for the controller `key` (replacing any earlier one): (username, password)."""
-    ctl = session.exec(select(Controller).where(Controller.key == key)).first()
+    ctl = session.exec(select(Controller).where(col(Controller.key) == key)).first()
     if ctl is None:
         raise AccountError(f"no controller {key!r}")
-    if ctl.driver != "esprfid":
+    if ctl.driver not in drivers.mqtt_kinds():
         raise AccountError(f"controller {key!r} does not use MQTT (driver {ctl.driver})")
     password = secrets.token_urlsafe(24)  # esp-rfid keeps up to 32 characters
     ctl.mqtt_username = f"ctl-{key}"
@@ -32,7 +36,7 @@ def issue(session: Session, key: str, actor: audit.Actor) -> tuple[str, str]:
     return ctl.mqtt_username, password
 
 
-def broker_files(session: Session, mqtt_url: str) -> tuple[str, str]:
+def broker_files(session: Session, mqtt_url: str, *, drivers: DriverRegistry = REGISTRY) -> tuple[str, str]:
     """(password file, ACL file) for the gateway's account (from its MQTT URL) and every
     controller with an account."""
     gateway = MqttSettings.from_url(mqtt_url) if mqtt_url else None
@@ -42,7 +46,7 @@ def broker_files(session: Session, mqtt_url: str) -> tuple[str, str]:
         select(Controller).where(Controller.active, Controller.mqtt_username.is_not(None))  # type: ignore[union-attr]
     ).all()
     controllers = [
-        Account(c.mqtt_username, c.mqtt_secret, str(c.settings.get("topic") or "") or None)  # type: ignore[arg-type]
+        Account(c.mqtt_username, c.mqtt_secret, drivers.mqtt_topic(c.driver, c.settings))  # type: ignore[arg-type]
         for c in sorted(rows, key=lambda c: c.key)
     ]
     me = Account(gateway.username, password_hash(gateway.password))

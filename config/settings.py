@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
 
     session_ttl_minutes: int = Field(default=12 * 60, ge=1)
+    argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id passes (RFC 9106 low-memory profile)")
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8, description="Argon2id memory per hash, KiB")
+    argon2_parallelism: int = Field(default=4, ge=1, le=64)
     login_window_seconds: int = Field(default=15 * 60, ge=1)
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)

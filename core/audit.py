@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, text
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.db import UTCDateTime, is_sqlite, utcnow
 
@@ -87,7 +87,7 @@ def record(
     if not is_sqlite(session):
         # Serialise appends so two transactions never chain onto the same predecessor.
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-    prev = session.exec(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+    prev = session.exec(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1)).first()
     summary: dict[str, Any] = dict(details)
     if before is not None:
         summary["before"] = before
@@ -126,7 +126,7 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     last_id = 0
     while True:
         rows = session.exec(
-            select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
+            select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
         ).all()
         if not rows:
             return VerifyResult(ok=True, checked=checked)

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, delete, select, update
 from config import Settings
 from core import audit
 from core.audit import Actor
-from core.db import utcnow, write_session
+from core.db import ident, utcnow, write_session
 from core.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
 from core.models import (
     ApiKey,
@@ -24,14 +24,7 @@ from core.models import (
     User,
     Venue,
 )
-from core.security import (
-    MIN_PASSWORD_LENGTH,
-    hash_password,
-    needs_rehash,
-    new_token,
-    token_hash,
-    verify_password,
-)
+from core.security import MIN_PASSWORD_LENGTH, PasswordHashing, hashing_for, new_token, token_hash
 
 # ---------------------------------------------------------------- principals
 
@@ -88,9 +81,9 @@ def load_principal(
     api_key_id: int | None = None,
     client_addr: str | None = None,
 ) -> Principal:
-    grants = session.exec(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()
+    grants = session.exec(select(RoleGrant).where(col(RoleGrant.user_id) == user.id)).all()
     return Principal(
-        user_id=user.id,  # type: ignore[arg-type]
+        user_id=ident(user),
         email=user.email,
         name=user.name,
         locale=user.locale,
@@ -111,11 +104,11 @@ def resolve_token(session: Session, token: str, client_addr: str | None = None) 
     user: User | None = None
     session_id = api_key_id = None
     if token.startswith("bgs_"):
-        row = session.exec(select(AuthSession).where(AuthSession.token_hash == digest)).first()
+        row = session.exec(select(AuthSession).where(col(AuthSession.token_hash) == digest)).first()
         if row and row.revoked_at is None and row.expires_at > now:
             user, session_id = session.get(User, row.user_id), row.id
     elif token.startswith("bgk_"):
-        key = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+        key = session.exec(select(ApiKey).where(col(ApiKey.key_hash) == digest)).first()
         if key and key.revoked_at is None and (key.expires_at is None or key.expires_at > now):
             user, api_key_id = session.get(User, key.user_id), key.id
     if user is None or not user.is_active:
@@ -149,44 +142,46 @@ def login(engine: Engine, settings: Settings, email: str, password: str, client_
         per_account = s.exec(
             select(func.count())
             .select_from(LoginAttempt)
-            .where(LoginAttempt.email == email, LoginAttempt.at > window_start)
+            .where(col(LoginAttempt.email) == email, col(LoginAttempt.at) > window_start)
         ).one()
         per_address = s.exec(
             select(func.count())
             .select_from(LoginAttempt)
-            .where(LoginAttempt.client_addr == client_addr, LoginAttempt.at > window_start)
+            .where(col(LoginAttempt.client_addr) == client_addr, col(LoginAttempt.at) > window_start)
         ).one()
         if (
             per_account >= settings.login_max_failures_per_account
             or per_address >= settings.login_max_failures_per_address
         ):
             audit.record(s, Actor(None, email, client_addr), "auth.login_throttled", "user", email)
-            s.commit()
             raise AppError(
                 "too_many_attempts",
                 "too many failed logins; try again later",
                 status=429,
                 headers={"Retry-After": str(settings.login_window_seconds)},
+                keep=True,  # the throttling is audited, not rolled back with the refusal
             )
-        user = s.exec(select(User).where(User.email == email)).first()
-        ok = verify_password(user.password_hash if user else None, password)
+        user = s.exec(select(User).where(col(User.email) == email)).first()
+        hashing = hashing_for(settings)
+        ok = hashing.verify(user.password_hash if user else None, password)
         if not ok or user is None or not user.is_active:
             s.add(LoginAttempt(email=email, client_addr=client_addr, at=now))
             reason = "bad_credentials" if not ok or user is None else "disabled"
             audit.record(s, Actor(None, email, client_addr), "auth.login_failed", "user", email, reason=reason)
-            # Commit the failure, then refuse: raising here would roll the count back.
-            s.commit()
-            raise Unauthorized(
+            raise Unauthorized(  # keep=True: the failure is counted, not rolled back with the refusal
                 "bad_credentials",
                 "wrong email or password, or the account is disabled",
                 headers={"WWW-Authenticate": "Bearer"},
+                keep=True,
             )
-        if needs_rehash(user.password_hash or ""):
-            user.password_hash = hash_password(password)
-        s.exec(delete(LoginAttempt).where(LoginAttempt.email == email))  # type: ignore[call-overload]
+        if hashing.needs_rehash(user.password_hash or ""):
+            user.password_hash = hashing.hash(password)
+        s.exec(delete(LoginAttempt).where(col(LoginAttempt.email) == email))
         token = new_token("bgs")
         expires = now + timedelta(minutes=settings.session_ttl_minutes)
-        s.add(AuthSession(user_id=user.id, token_hash=token_hash(token), expires_at=expires, client_addr=client_addr))
+        s.add(
+            AuthSession(user_id=ident(user), token_hash=token_hash(token), expires_at=expires, client_addr=client_addr)
+        )
         audit.record(s, Actor(user.id, user.email, client_addr), "auth.login", "user", user.id)
         return TokenOut(access_token=token, expires_at=expires)
 
@@ -203,7 +198,7 @@ def logout(session: Session, principal: Principal) -> None:
 def revoke_all_sessions(session: Session, user_id: int) -> int:
     result = session.exec(
         update(AuthSession)
-        .where(AuthSession.user_id == user_id, col(AuthSession.revoked_at).is_(None))
+        .where(col(AuthSession.user_id) == user_id, col(AuthSession.revoked_at).is_(None))
         .values(revoked_at=utcnow())
     )
     return result.rowcount or 0
@@ -268,11 +263,11 @@ def user_public(session: Session, user: User) -> UserPublic:
         select(RoleGrant, Site.key, Venue.key)
         .join(Site, col(Site.id) == RoleGrant.site_id, isouter=True)
         .join(Venue, col(Venue.id) == RoleGrant.venue_id, isouter=True)
-        .where(RoleGrant.user_id == user.id)
-        .order_by(RoleGrant.id)
+        .where(col(RoleGrant.user_id) == user.id)
+        .order_by(col(RoleGrant.id))
     ).all()
     return UserPublic(
-        id=user.id,  # type: ignore[arg-type]
+        id=user.id,
         email=user.email,
         name=user.name,
         unit=user.unit,
@@ -283,37 +278,37 @@ def user_public(session: Session, user: User) -> UserPublic:
 
 
 def _set_roles(session: Session, user: User, roles: list[RoleIn]) -> None:
-    session.exec(RoleGrant.__table__.delete().where(RoleGrant.user_id == user.id))  # type: ignore[attr-defined]
+    session.exec(delete(RoleGrant).where(col(RoleGrant.user_id) == ident(user)))
     seen = set()
     for i, r in enumerate(roles):
         site_id = venue_id = None
         if r.site:
-            site = session.exec(select(Site).where(Site.key == r.site)).first()
+            site = session.exec(select(Site).where(col(Site.key) == r.site)).first()
             if site is None:
                 raise Invalid("unknown_site", f"no site {r.site!r}", field=f"roles.{i}.site")
             site_id = site.id
         if r.venue:
-            venue = session.exec(select(Venue).where(Venue.key == r.venue)).first()
+            venue = session.exec(select(Venue).where(col(Venue.key) == r.venue)).first()
             if venue is None:
                 raise Invalid("unknown_venue", f"no venue {r.venue!r}", field=f"roles.{i}.venue")
             venue_id = venue.id
         if (r.role, site_id, venue_id) in seen:
             continue
         seen.add((r.role, site_id, venue_id))
-        session.add(RoleGrant(user_id=user.id, role=r.role.value, site_id=site_id, venue_id=venue_id))
+        session.add(RoleGrant(user_id=ident(user), role=r.role.value, site_id=site_id, venue_id=venue_id))
     session.flush()
 
 
-def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
+def create_user(session: Session, actor: Actor, data: UserCreate, hashing: PasswordHashing) -> User:
     email = _normal_email(str(data.email))
-    if session.exec(select(User.id).where(User.email == email)).first() is not None:
+    if session.exec(select(User.id).where(col(User.email) == email)).first() is not None:
         raise Conflict("email_taken", "a user with this email exists", field="email")
     user = User(
         email=email,
         name=data.name,
         unit=data.unit,
         locale=data.locale,
-        password_hash=hash_password(data.password) if data.password else None,
+        password_hash=hashing.hash(data.password) if data.password else None,
     )
     session.add(user)
     session.flush()
@@ -336,7 +331,7 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
-def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) -> User:
+def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate, hashing: PasswordHashing) -> User:
     user = get_user(session, user_id)
     changes = data.model_dump(exclude_unset=True, exclude={"password", "roles"})
     before = {k: getattr(user, k) for k in changes}
@@ -346,7 +341,7 @@ def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) 
         setattr(user, k, v)
     revoked = keys_revoked = 0
     if data.password is not None:
-        user.password_hash = hash_password(data.password)
+        user.password_hash = hashing.hash(data.password)
         changes["password"] = "changed"  # noqa: S105 - audit marker, never the value
         revoked += revoke_all_sessions(session, user_id)
     if data.is_active is False:
@@ -354,7 +349,7 @@ def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate) 
         keys_revoked = (
             session.exec(
                 update(ApiKey)
-                .where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
+                .where(col(ApiKey.user_id) == user_id, col(ApiKey.revoked_at).is_(None))
                 .values(revoked_at=utcnow())
             ).rowcount
             or 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,11 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 _WRITE_OPTION = "bookgate_write"
+_GATE_PREHELD = "bookgate_gate_preheld"  # the unit of work took the writer gate before the first statement
 _GATE_HELD = "bookgate_gate_held"
+_ADMISSION: weakref.WeakKeyDictionary[Engine, threading.Semaphore | threading.Lock] = weakref.WeakKeyDictionary()
+# Request units of work in flight at once on PostgreSQL (see `write_admission`); SQLite admits one.
+WRITE_CONCURRENCY = 16
 
 
 def utcnow() -> datetime:
@@ -94,11 +99,16 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
         # Writers of this process queue on a lock before asking SQLite for its write lock: waiting
         # here is a clean hand-off, where SQLite's busy handler would sleep and poll.
         gate = threading.Lock()
+        _ADMISSION[engine] = gate
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            if not conn.get_execution_options().get(_WRITE_OPTION):
+            options = conn.get_execution_options()
+            if not options.get(_WRITE_OPTION):
                 conn.exec_driver_sql("BEGIN DEFERRED")
+                return
+            if options.get(_GATE_PREHELD):  # its owner holds the gate and releases it
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
                 return
             if not gate.acquire(timeout=30):
                 raise TimeoutError("no write slot on the SQLite database within 30 s")
@@ -117,14 +127,34 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
         event.listen(engine, "rollback", _release)
 
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    _ADMISSION[engine] = threading.BoundedSemaphore(WRITE_CONCURRENCY)
+    return engine
 
 
-def open_session(engine: Engine, *, write: bool = False) -> Session:
-    session = Session(engine, expire_on_commit=False)
-    if write:
-        session.connection(execution_options={_WRITE_OPTION: True})
-    return session
+def ident(row: Any) -> int:
+    """A row's primary key, which exists once the row is flushed (SQLModel types it optional)."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} has no id yet: flush it first")
+    return int(row.id)
+
+
+def write_admission(engine: Engine) -> threading.Semaphore | threading.Lock | None:
+    """What a request's unit of work must hold from before its route runs until it has committed.
+
+    SQLite: the process's writer gate (one writer at a time). PostgreSQL: a semaphore of
+    `WRITE_CONCURRENCY`, so that writers blocked on each other's row locks can never occupy every
+    thread of the request pool while the one they wait for needs a thread to finish."""
+    return _ADMISSION.get(engine)
+
+
+def open_session(engine: Engine, *, write: bool = False, gate_held: bool = False) -> Session:
+    """A session; a write session's transaction begins IMMEDIATE (SQLite) at its first statement,
+    in the thread that runs it, not here: opening one takes no lock. ``gate_held``: the caller has
+    taken the SQLite writer gate itself (`write_admission`) and releases it after the session ends."""
+    options = {_WRITE_OPTION: True, _GATE_PREHELD: gate_held} if write else {}
+    bind = engine.execution_options(**options) if options else engine
+    return Session(bind, expire_on_commit=False)
 
 
 @contextmanager

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,8 +15,8 @@ from sqlmodel import Session
 
 from config import Settings
 from core.auth import Principal, resolve_token
-from core.db import open_session, write_session
-from core.errors import Forbidden, Unauthorized
+from core.db import is_sqlite, open_session, write_admission
+from core.errors import AppError, Forbidden, Unauthorized
 from core.models import Role
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -36,12 +39,56 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    """The request's unit of work (BEGIN IMMEDIATE on SQLite): committed when the route returns,
-    rolled back when it raises. Its scope is the route call, so the commit happens before the
-    response is sent: a client never reads a success that was not stored. Routes never commit."""
-    with write_session(engine) as session:
+# A request's unit of work holds an admission (SQLite: the process's writer gate; PostgreSQL: one of
+# a few slots) from before the route runs until it has committed. Requests queue for it on threads
+# of their own (`_GATE_WAITERS`) and end on threads of their own (`_FINISHER`), never in the
+# request thread pool: FastAPI validates a sync route's response on a pool thread before the unit
+# of work ends, and were every pool thread waiting for the holder (for the gate, or for its row
+# locks), the holder could never get one.
+_GATE_WAITERS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="write-queue")
+_FINISHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="unit-of-work")
+GATE_TIMEOUT = 30.0
+
+
+def _finish(session: Session, commit: bool, gate: threading.Semaphore | threading.Lock | None) -> None:
+    try:
+        if commit:
+            try:
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        else:
+            session.rollback()
+    finally:
+        session.close()
+        if gate is not None:
+            gate.release()
+
+
+async def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
+    """The request's unit of work: committed when the route returns, rolled back when it raises
+    (unless the refusal says ``keep``). Its scope is the route call, so the commit happens before
+    the response is sent: a client never reads a success that was not stored. Routes never commit."""
+    loop = asyncio.get_running_loop()
+    gate = write_admission(engine)
+    if gate is not None and not await loop.run_in_executor(_GATE_WAITERS, gate.acquire, True, GATE_TIMEOUT):
+        raise AppError("busy", "the database is busy with other writes; try again", status=503)
+    try:
+        session = open_session(engine, write=True, gate_held=gate is not None and is_sqlite(engine))
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+    commit = True
+    try:
         yield session
+    except BaseException as exc:
+        commit = getattr(exc, "keep", False) is True
+        raise
+    finally:
+        # shielded: a cancelled request still ends its transaction and hands the admission on
+        await asyncio.shield(loop.run_in_executor(_FINISHER, _finish, session, commit, gate))
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

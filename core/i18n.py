@@ -124,7 +124,7 @@ MESSAGES: dict[str, dict[str, str]] = {
 
 def pick_locale(user_locale: str | None, accept_language: str | None, default: str = "en") -> str:
     if user_locale in SUPPORTED_LOCALES:
-        return user_locale  # type: ignore[return-value]
+        return user_locale
     for part in (accept_language or "").split(","):
         tag = part.split(";")[0].strip().lower()[:2]
         if tag in SUPPORTED_LOCALES:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Index, Text, or_
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
-from core.db import JSONText, UTCDateTime, utcnow, write_session
+from core.db import JSONText, UTCDateTime, ident, utcnow, write_session
 
 log = logging.getLogger("core.outbox")
 
@@ -73,10 +73,10 @@ def claim(
                 col(OutboxMessage.kind).in_(kinds),
                 col(OutboxMessage.done_at).is_(None),
                 col(OutboxMessage.failed_at).is_(None),
-                OutboxMessage.available_at <= now,
-                or_(col(OutboxMessage.locked_until).is_(None), OutboxMessage.locked_until < now),
+                col(OutboxMessage.available_at) <= now,
+                or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
             )
-            .order_by(OutboxMessage.id)
+            .order_by(col(OutboxMessage.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
@@ -85,7 +85,7 @@ def claim(
             row.locked_by = worker
             row.locked_until = now + lease
             row.attempts += 1
-            claimed.append(Claimed(row.id, row.kind, dict(row.payload), row.attempts))  # type: ignore[arg-type]
+            claimed.append(Claimed(ident(row), row.kind, dict(row.payload), row.attempts))
         return claimed
 
 
@@ -95,7 +95,7 @@ def mark_done(engine: Engine, ids: list[int], worker: str) -> None:
     with write_session(engine) as s:
         s.exec(
             update(OutboxMessage)
-            .where(col(OutboxMessage.id).in_(ids), OutboxMessage.locked_by == worker)
+            .where(col(OutboxMessage.id).in_(ids), col(OutboxMessage.locked_by) == worker)
             .values(done_at=utcnow(), locked_until=None)
         )
 
@@ -110,7 +110,9 @@ def mark_failed(engine: Engine, msg: Claimed, worker: str, error: str, *, max_at
         values["available_at"] = now + timedelta(seconds=min(3600, 5 * 2 ** (msg.attempts - 1)))
     with write_session(engine) as s:
         s.exec(
-            update(OutboxMessage).where(OutboxMessage.id == msg.id, OutboxMessage.locked_by == worker).values(**values)
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id) == msg.id, col(OutboxMessage.locked_by) == worker)
+            .values(**values)
         )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 T = TypeVar("T", bound=SQLModel)
 
@@ -33,8 +33,9 @@ class ImportReport:
 
 def upsert(session: Session, model: type[T], key: str, values: dict[str, Any], report: ImportReport) -> T:
     """Find the row by its `key`; write only the fields that differ; count what happened."""
-    kind = model.__tablename__  # type: ignore[attr-defined]
-    row = session.exec(select(model).where(model.key == key)).first()  # type: ignore[attr-defined]
+    kind = str(model.__tablename__)
+    key_column = cast(Any, model).key  # every upserted table has a stable `key` column
+    row = session.exec(select(model).where(col(key_column) == key)).first()
     if row is None:
         row = model(key=key, **values)
         session.add(row)

@@ -13,7 +13,10 @@ def run_migrations_online() -> None:
     engine: Engine | None = context.config.attributes.get("engine")
     own = engine is None
     if engine is None:
-        engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
+        url = context.config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise SystemExit("no database URL given to Alembic")
+        engine = make_engine(url)
     # One transaction around the whole run: a failing step leaves the database as it was
     # (PostgreSQL and SQLite both have transactional DDL; our SQLite engine emits BEGIN itself).
     with engine.connect().execution_options(bookgate_write=True) as connection:

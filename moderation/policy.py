@@ -1,10 +1,10 @@
 """The `rules` moderation policy: conditions set by a venue's managers, and where they are applied.
 
-Design. bms may not import moderation, so bms offers an extension point
-(`bms.service.register_status_policy`) and the composition root plugs `decide` into it: a `rules`
-request is confirmed, before it is placed and written, when it is inside the conditions and there is
-room; else it waits for a manager with the reason. The creator's answer, the outbox message and the
-audit row all see the final status. Without the policy registered, `rules` requests wait for a manager.
+Design. bms may not import moderation, so bms takes a `BookingPolicies` object and the composition
+root builds it with `decide` (and `hold_changes`): a `rules` request is confirmed, before it is placed
+and written, when it is inside the conditions and there is room; else it waits for a manager with the
+reason. The creator's answer, the outbox message and the audit row all see the final status. Without
+the policy passed in, `rules` requests wait for a manager.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
-from bms.context import ResourceCtx
+from bms.booking import Draft, EffectiveRules, ResourceCtx, has_room
 from bms.models import Reservation
-from bms.rules import EffectiveRules
-from bms.service import Draft, holding_overlaps, peak_places
 from bms.states import Status
 from config.site import WEEKDAYS, Moderation, parse_time_range
-from core.models import Role, RoleGrant
+from core import audit
+from core.auth import Principal
+from core.db import ident, utcnow
+from core.models import Role, RoleGrant, Venue
 from moderation.models import ModerationPolicy
+from moderation.scope import managed_resource, managed_venue
 
 
 class Conditions(BaseModel):
@@ -75,11 +77,13 @@ def conditions_for(session: Session, ctx: ResourceCtx) -> tuple[Conditions, str]
     """The resource's own row, else its venue's, else no condition; and where it came from."""
     rows = session.exec(
         select(ModerationPolicy).where(
-            col(ModerationPolicy.scope).in_([scope_of(ctx.venue.id, ctx.resource.id), scope_of(ctx.venue.id, None)])  # type: ignore[arg-type]
+            col(ModerationPolicy.scope).in_(
+                [scope_of(ident(ctx.venue), ident(ctx.resource)), scope_of(ident(ctx.venue), None)]
+            )
         )
     ).all()
     by_scope = {r.scope: r for r in rows}
-    for scope in (scope_of(ctx.venue.id, ctx.resource.id), scope_of(ctx.venue.id, None)):  # type: ignore[arg-type]
+    for scope in (scope_of(ident(ctx.venue), ident(ctx.resource)), scope_of(ident(ctx.venue), None)):
         if scope in by_scope:
             return Conditions.model_validate(by_scope[scope].conditions), scope
     return Conditions(), "none"
@@ -89,43 +93,106 @@ def is_resident(session: Session, user_id: int, site_id: int) -> bool:
     return (
         session.exec(
             select(RoleGrant.id).where(
-                RoleGrant.user_id == user_id, RoleGrant.role == Role.resident.value, RoleGrant.site_id == site_id
+                col(RoleGrant.user_id) == user_id,
+                col(RoleGrant.role) == Role.resident.value,
+                col(RoleGrant.site_id) == site_id,
             )
         ).first()
         is not None
     )
 
 
-def slot_has_room(session: Session, ctx: ResourceCtx, start: datetime, end: datetime, places: int) -> bool:
-    """Whether some unit (or enough places) is free now; the placement itself still decides for sure."""
-    block_end = end + ctx.rules.buffer
-    others = holding_overlaps(session, [u.id for u in ctx.units], start, block_end)  # type: ignore[misc]
-    if ctx.exclusive:
-        return len({o.unit_id for o in others}) < len(ctx.units)
-    return peak_places(others, start, block_end) + places <= ctx.resource.capacity
-
-
 AUTO_REASON = "approved automatically: within the moderation rules"
 
 
 def decide(session: Session, draft: Draft, now: datetime) -> tuple[Status, str]:
-    """The `rules` policy, registered with bms at composition time (bookgate.app): confirmed when
+    """The `rules` status policy, given to bms at composition time (bookgate.app): confirmed when
     the request is inside the managers' conditions and there is room, else pending with the reason."""
     ctx = draft.ctx
     cond, _ = conditions_for(session, ctx)
-    resident = not cond.residents_only or is_resident(session, draft.planner.id, ctx.site.id)  # type: ignore[arg-type]
+    resident = not cond.residents_only or is_resident(session, ident(draft.planner), ident(ctx.site))
     failed = evaluate(cond, ctx.site.timezone, draft.start, draft.end, now, resident=resident)
     if failed:
         return Status.pending, "waiting for a manager: outside " + ", ".join(failed)
     with session.no_autoflush:
-        if not slot_has_room(session, ctx, draft.start, draft.end, draft.places):
+        if not has_room(session, ctx, draft.start, draft.end, draft.places):
             return Status.pending, "waiting for a manager: the slot is taken"
     return Status.confirmed, AUTO_REASON
 
 
 def hold_changes(session: Session, ctx: ResourceCtx, r: Reservation) -> bool:
-    """The change policy registered with bms: re-approval, where the venue asks for it."""
+    """The change policy given to bms: re-approval, where the venue asks for it."""
     if ctx.rules.moderation not in (Moderation.manual, Moderation.rules):
         return False
     cond, _ = conditions_for(session, ctx)
     return cond.reapprove_changes
+
+
+# ---------------------------------------------------------------- reading and editing policies
+
+
+class PolicyPublic(BaseModel):
+    scope: str
+    venue: str
+    resource: str | None
+    moderation: str | None = None
+    conditions: Conditions
+    applies: str = "new requests only; pending ones keep their state"
+
+
+def _save(session: Session, principal: Principal, venue: Venue, resource_id: int | None, cond: Conditions) -> None:
+    scope = scope_of(ident(venue), resource_id)
+    row = session.exec(select(ModerationPolicy).where(col(ModerationPolicy.scope) == scope)).first()
+    before = row.conditions if row else None
+    row = row or ModerationPolicy(scope=scope, venue_id=ident(venue), resource_id=resource_id)
+    row.conditions = cond.model_dump(mode="json", exclude_defaults=True)
+    row.updated_at = utcnow()
+    row.updated_by = principal.user_id
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, principal.actor, "moderation.policy", "moderation_policy", scope, before=before, after=row.conditions
+    )
+
+
+def venue_policy(session: Session, principal: Principal, venue_key: str) -> PolicyPublic:
+    """The venue's conditions, for the caller's venues only."""
+    venue = managed_venue(session, principal, venue_key)
+    row = session.exec(
+        select(ModerationPolicy).where(col(ModerationPolicy.scope) == scope_of(ident(venue), None))
+    ).first()
+    cond = Conditions.model_validate(row.conditions) if row else Conditions()
+    return PolicyPublic(scope="venue", venue=venue.key, resource=None, conditions=cond)
+
+
+def set_venue_policy(session: Session, principal: Principal, venue_key: str, cond: Conditions) -> PolicyPublic:
+    """Conditions for every resource of the venue without its own; audited."""
+    venue = managed_venue(session, principal, venue_key)
+    _save(session, principal, venue, None, cond)
+    return PolicyPublic(scope="venue", venue=venue.key, resource=None, conditions=cond)
+
+
+def resource_policy(session: Session, principal: Principal, resource_key: str) -> PolicyPublic:
+    """The conditions in force for this resource: its own, else its venue's."""
+    ctx = managed_resource(session, principal, resource_key)
+    cond, scope = conditions_for(session, ctx)
+    return PolicyPublic(
+        scope=scope.split(":")[0],
+        venue=ctx.venue.key,
+        resource=ctx.resource.key,
+        moderation=ctx.rules.moderation.value,
+        conditions=cond,
+    )
+
+
+def set_resource_policy(session: Session, principal: Principal, resource_key: str, cond: Conditions) -> PolicyPublic:
+    """This resource's own conditions, replacing its venue's as a whole; audited."""
+    ctx = managed_resource(session, principal, resource_key)
+    _save(session, principal, ctx.venue, ctx.resource.id, cond)
+    return PolicyPublic(
+        scope="resource",
+        venue=ctx.venue.key,
+        resource=ctx.resource.key,
+        moderation=ctx.rules.moderation.value,
+        conditions=cond,
+    )

@@ -16,25 +16,25 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from bms.context import ResourceCtx, load_resource_by_id, manages
-from bms.models import Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
-from bms.service import (
+from bms.booking import (
     ReservationPublic,
-    announce_status,
+    ResourceCtx,
     apply_change,
-    holding_overlaps,
-    peak_places,
-    place,
+    confirm,
+    fits,
+    load_resource_by_id,
+    manages,
     public,
+    public_many,
     recipients,
     set_status,
     set_times,
-    transition,
 )
+from bms.models import Reservation, ReservationBeneficiary, ReservationChange, Resource, ResourceUnit
 from bms.states import ACTIVE, HOLDING, Status
 from core import audit, outbox
 from core.auth import Principal
-from core.db import is_sqlite, utcnow
+from core.db import ident, is_sqlite, utcnow
 from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from core.models import User, Venue
 from moderation.models import ChangeProposal
@@ -181,19 +181,12 @@ def _check_decidable(r: Reservation, ctx: ResourceCtx, version: datetime | None,
         raise Conflict("request_expired", "this request passed its decision deadline")
 
 
-# ---------------------------------------------------------------- announcing
-
-
-def announce(
-    session: Session, actor: audit.Actor, r: Reservation, ctx: ResourceCtx, action: str, before: str, **extra: Any
-) -> None:
-    """A moderation decision's outbox message and audit row (bms.service.announce_status)."""
-    announce_status(session, actor, r, ctx, before, action=f"moderation.{action}", **extra)
+# ---------------------------------------------------------------- proposals left behind
 
 
 def void_proposals(session: Session, r: Reservation, now: datetime) -> None:
     for p in session.exec(
-        select(ChangeProposal).where(ChangeProposal.reservation_id == r.id, ChangeProposal.status == "open")
+        select(ChangeProposal).where(col(ChangeProposal.reservation_id) == r.id, col(ChangeProposal.status) == "open")
     ).all():
         p.status = "void"
         p.decided_at = now
@@ -203,29 +196,18 @@ def void_proposals(session: Session, r: Reservation, now: datetime) -> None:
 # ---------------------------------------------------------------- decisions
 
 
-def fits(session: Session, ctx: ResourceCtx, r: Reservation) -> bool:
-    """Whether `r` would find a place on some unit of its resource right now."""
-    if ctx.exclusive:
-        return any(not holding_overlaps(session, [u.id], r.block_start, r.block_end, r.id) for u in ctx.units)  # type: ignore[list-item]
-    unit = ctx.units[0]
-    used = peak_places(
-        holding_overlaps(session, [unit.id], r.block_start, r.block_end, r.id), r.block_start, r.block_end
-    )  # type: ignore[list-item]
-    return used + r.places <= ctx.resource.capacity
-
-
 def overlapping_pending(session: Session, r: Reservation) -> list[Reservation]:
     return list(
         session.exec(
             select(Reservation)
             .where(
-                Reservation.resource_id == r.resource_id,
-                Reservation.status == Status.pending.value,
-                Reservation.id != r.id,
-                Reservation.block_start < r.block_end,
-                Reservation.block_end > r.block_start,
+                col(Reservation.resource_id) == r.resource_id,
+                col(Reservation.status) == Status.pending.value,
+                col(Reservation.id) != r.id,
+                col(Reservation.block_start) < r.block_end,
+                col(Reservation.block_end) > r.block_start,
             )
-            .order_by(Reservation.created_at, Reservation.id)
+            .order_by(col(Reservation.created_at), col(Reservation.id))
         ).all()
     )
 
@@ -244,10 +226,8 @@ def _confirm(
 ) -> list[int]:
     """Place `r` as confirmed (409 slot_taken if it no longer fits), then reject the pending
     requests that this approval leaves without a place. Returns their ids."""
-    before = transition(r, Status.confirmed, reason, now)  # placed as confirmed: the guarantee applies
-    place(session, ctx, r, prefer_unit=prefer_unit)
+    confirm(session, actor, r, ctx, reason, now, action=f"moderation.{action}", prefer_unit=prefer_unit, **extra)
     void_proposals(session, r, now)
-    announce(session, actor, r, ctx, action, before, **extra)
     losers = []
     for other in overlapping_pending(session, r):
         if fits(session, ctx, other):
@@ -268,7 +248,7 @@ def _confirm(
             competing_with=r.id,
         )
         void_proposals(session, other, now)
-        losers.append(other.id)  # type: ignore[arg-type]
+        losers.append(ident(other))
     return losers
 
 
@@ -334,7 +314,7 @@ def bulk(session: Session, principal: Principal, data: BulkDecision, now: dateti
 def proposal_public(session: Session, p: ChangeProposal) -> ProposalPublic:
     unit = session.get(ResourceUnit, p.unit_id) if p.unit_id is not None else None
     return ProposalPublic(
-        id=p.id,  # type: ignore[arg-type]
+        id=p.id,
         reservation_id=p.reservation_id,
         start=p.start,
         end=p.end,
@@ -360,7 +340,7 @@ def propose(
         unit = next((u for u in ctx.units if u.key == data.unit), None)
         if unit is None:
             raise Invalid("unknown_unit", f"no unit {data.unit!r} in this resource", field="unit")
-        unit_id = unit.id  # type: ignore[assignment]
+        unit_id = ident(unit)
     if (start, end, unit_id) == (r.start, r.end, r.unit_id):
         raise Invalid("no_change", "the proposal is the request itself: approve it instead", field="start")
     probe = Reservation(
@@ -381,7 +361,7 @@ def propose(
         raise Conflict("slot_taken", "the proposed time is already booked")
     void_proposals(session, r, now)
     p = ChangeProposal(
-        reservation_id=r.id,  # type: ignore[arg-type]
+        reservation_id=ident(r),
         start=start,
         end=end,
         unit_id=unit_id,
@@ -493,13 +473,13 @@ def histories(session: Session, user_ids: Iterable[int], now: datetime) -> dict[
         rows = session.exec(
             select(Reservation.planner_id, func.count())
             .where(col(Reservation.planner_id).in_(ids), *where)
-            .group_by(Reservation.planner_id)
+            .group_by(col(Reservation.planner_id))
         ).all()
-        return dict(rows)  # type: ignore[arg-type]
+        return dict(rows)
 
-    no_shows = count(Reservation.status == Status.no_show.value)
-    cancels = count(Reservation.status == Status.cancelled.value)
-    active = count(col(Reservation.status).in_([s.value for s in ACTIVE]), Reservation.end > now)
+    no_shows = count(col(Reservation.status) == Status.no_show.value)
+    cancels = count(col(Reservation.status) == Status.cancelled.value)
+    active = count(col(Reservation.status).in_([s.value for s in ACTIVE]), col(Reservation.end) > now)
     return {
         i: History(
             user_id=i,
@@ -514,20 +494,23 @@ def histories(session: Session, user_ids: Iterable[int], now: datetime) -> dict[
     }
 
 
-def _item(session: Session, r: Reservation, hist: dict[int, History], now: datetime) -> QueueItem:
+def _item(
+    session: Session,
+    r: Reservation,
+    pub: ReservationPublic,
+    proposal: ChangeProposal | None,
+    hist: dict[int, History],
+    now: datetime,
+) -> QueueItem:
     ctx = load_resource_by_id(session, r.resource_id)
-    pub = public(session, r, ctx)
     holding = session.exec(
         select(Reservation).where(
-            Reservation.resource_id == r.resource_id,
+            col(Reservation.resource_id) == r.resource_id,
             col(Reservation.status).in_([s.value for s in HOLDING]),
-            Reservation.block_start < r.block_end,
-            Reservation.block_end > r.block_start,
+            col(Reservation.block_start) < r.block_end,
+            col(Reservation.block_end) > r.block_start,
         )
     ).all()
-    proposal = session.exec(
-        select(ChangeProposal).where(ChangeProposal.reservation_id == r.id, ChangeProposal.status == "open")
-    ).first()
     return QueueItem(
         reservation=pub,
         venue=ctx.venue.key,
@@ -537,10 +520,9 @@ def _item(session: Session, r: Reservation, hist: dict[int, History], now: datet
         expires_at=deadline(r, ctx),
         requester=hist[r.planner_id],
         beneficiaries=[hist[b] for b in pub.beneficiaries if b in hist],
-        pending_conflicts=[o.id for o in overlapping_pending(session, r)],  # type: ignore[misc]
+        pending_conflicts=[o.id for o in overlapping_pending(session, r)],
         holding_conflicts=[
-            HoldingConflict(reservation_id=h.id, start=h.start, end=h.end, unit_id=h.unit_id)  # type: ignore[arg-type]
-            for h in holding
+            HoldingConflict(reservation_id=h.id, start=h.start, end=h.end, unit_id=h.unit_id) for h in holding
         ],
         fits=fits(session, ctx, r),
         open_proposal=proposal_public(session, proposal) if proposal else None,
@@ -566,22 +548,24 @@ def queue(
         select(Reservation)
         .join(Resource, col(Resource.id) == Reservation.resource_id)
         .join(Venue, col(Venue.id) == Resource.venue_id)
-        .where(Reservation.status == Status.pending.value)
+        .where(col(Reservation.status) == Status.pending.value)
     )
     if not principal.admin:
         stmt = stmt.where(col(Venue.id).in_(sorted(principal.managed_venues)))
     if venue is not None:
-        v = session.exec(select(Venue).where(Venue.key == venue)).first()
-        if v is None or not principal.manages_venue(v.id):  # type: ignore[arg-type]
+        v = session.exec(select(Venue).where(col(Venue.key) == venue)).first()
+        if v is None or not principal.manages_venue(ident(v)):
             raise NotFound("venue_not_found", f"no venue {venue!r} among yours", field="venue")
-        stmt = stmt.where(Venue.id == v.id)
+        stmt = stmt.where(col(Venue.id) == v.id)
     if resource is not None:
-        stmt = stmt.where(Resource.key == resource)
+        stmt = stmt.where(col(Resource.key) == resource)
     if min_age_minutes is not None:
-        stmt = stmt.where(Reservation.created_at <= now - timedelta(minutes=min_age_minutes))
+        stmt = stmt.where(col(Reservation.created_at) <= now - timedelta(minutes=min_age_minutes))
     if requester is not None:
-        stmt = stmt.where(Reservation.planner_id == requester)
-    rows = list(session.exec(stmt.order_by(Reservation.created_at, Reservation.id).offset(offset).limit(limit)).all())
+        stmt = stmt.where(col(Reservation.planner_id) == requester)
+    rows = list(
+        session.exec(stmt.order_by(col(Reservation.created_at), col(Reservation.id)).offset(offset).limit(limit)).all()
+    )
     ids = {r.planner_id for r in rows}
     if rows:
         ids |= set(
@@ -592,14 +576,31 @@ def queue(
             ).all()
         )
     hist = histories(session, ids, now)
-    return [_item(session, r, hist, now) for r in rows]
+    pubs = public_many(session, rows)
+    proposals = _open_proposals(session, [ident(r) for r in rows])
+    return [_item(session, r, p, proposals.get(ident(r)), hist, now) for r, p in zip(rows, pubs, strict=True)]
 
 
 def get_item(session: Session, principal: Principal, reservation_id: int, now: datetime | None = None) -> QueueItem:
     now = now or utcnow()
-    r, _ = load_request(session, principal, reservation_id)
+    r, ctx = load_request(session, principal, reservation_id)
     ids = {r.planner_id, *recipients(session, r)}
-    return _item(session, r, histories(session, ids, now), now)
+    proposal = _open_proposals(session, [reservation_id]).get(reservation_id)
+    return _item(session, r, public(session, r, ctx), proposal, histories(session, ids, now), now)
+
+
+def _open_proposals(session: Session, reservation_ids: list[int]) -> dict[int, ChangeProposal]:
+    if not reservation_ids:
+        return {}
+    rows = session.exec(
+        select(ChangeProposal)
+        .where(col(ChangeProposal.reservation_id).in_(reservation_ids), col(ChangeProposal.status) == "open")
+        .order_by(col(ChangeProposal.id))
+    ).all()
+    out: dict[int, ChangeProposal] = {}
+    for p in rows:
+        out.setdefault(p.reservation_id, p)
+    return out
 
 
 # ---------------------------------------------------------------- re-approval of changes
@@ -621,17 +622,19 @@ class ChangePublic(BaseModel):
     reservation: ReservationPublic
 
 
-def change_public(session: Session, change: ReservationChange) -> ChangePublic:
-    r = session.get(Reservation, change.reservation_id)
+def change_public(session: Session, change: ReservationChange, shown: ReservationPublic | None = None) -> ChangePublic:
+    """The change request with its booking (`shown`, when the caller shaped it already)."""
+    if shown is None:
+        shown = public(session, session.get(Reservation, change.reservation_id))  # type: ignore[arg-type]
     return ChangePublic(
-        id=change.id,  # type: ignore[arg-type]
+        id=change.id,
         status=change.status,
         start=change.start,
         end=change.end,
         requested_by=change.requested_by,
         requested_at=change.created_at,
         reason=change.reason,
-        reservation=public(session, r),  # type: ignore[arg-type]
+        reservation=shown,
     )
 
 
@@ -643,14 +646,18 @@ def list_changes(session: Session, principal: Principal, venue: str | None = Non
         .join(Reservation, col(Reservation.id) == ReservationChange.reservation_id)
         .join(Resource, col(Resource.id) == Reservation.resource_id)
         .join(Venue, col(Venue.id) == Resource.venue_id)
-        .where(ReservationChange.status == "pending")
-        .order_by(ReservationChange.created_at, ReservationChange.id)
+        .where(col(ReservationChange.status) == "pending")
+        .order_by(col(ReservationChange.created_at), col(ReservationChange.id))
     )
     if not principal.admin:
         stmt = stmt.where(col(Venue.id).in_(list(principal.managed_venues)))
     if venue:
-        stmt = stmt.where(Venue.key == venue)
-    return [change_public(session, c) for c in session.exec(stmt).all()]
+        stmt = stmt.where(col(Venue.key) == venue)
+    changes = list(session.exec(stmt).all())
+    ids = sorted({c.reservation_id for c in changes})
+    rows = session.exec(select(Reservation).where(col(Reservation.id).in_(ids))).all() if ids else []
+    shown = {p.id: p for p in public_many(session, rows)}
+    return [change_public(session, c, shown[c.reservation_id]) for c in changes]
 
 
 def _load_change(
@@ -677,10 +684,10 @@ def approve_change(session: Session, principal: Principal, change_id: int, now: 
     if r.status != Status.confirmed or r.updated_at != change.base_version:
         change.status, change.decided_at, change.reason = "void", now, "the booking changed since the request"
         session.add(change)
-        session.commit()
-        raise Conflict("changed_meanwhile", "the booking changed since this request; the request is void")
-    planner = session.get(User, r.planner_id)
-    apply_change(session, principal.actor, ctx, r, planner, change.start, change.end, now, privileged=True)  # type: ignore[arg-type]
+        session.flush()
+        # keep=True: the unit of work commits the void before the refusal is answered.
+        raise Conflict("changed_meanwhile", "the booking changed since this request; the request is void", keep=True)
+    apply_change(session, principal.actor, ctx, r, change.start, change.end, now, privileged=True)
     change.status, change.decided_at = "approved", now
     session.add(change)
     audit.record(session, principal.actor, "moderation.approve_change", "reservation", r.id, change_id=change.id)

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from access import events as access_events
 from access import service as access_service
 from access.models import Controller
-from core.db import open_session, utcnow
+from core.db import ident, open_session, utcnow
 from core.deps import EngineDep
 from core.models import Role, User
 from portal.layout import current, render
@@ -30,18 +30,18 @@ def doors_page(request: Request, engine: EngineDep) -> Response:
         doors = access_service.visible_doors(s, principal)
         now = utcnow()
         # One read of the desired state for every door on the board, not one per door.
-        state = access_service.state_for_doors(s, [d.id for d in doors], now)  # type: ignore[misc]
+        state = access_service.state_for_doors(s, [ident(d) for d in doors], now)
         ctl_ids = {d.controller_id for d in doors}
         controllers = [
             c
-            for c in s.exec(select(Controller).where(Controller.active).order_by(Controller.key)).all()
+            for c in s.exec(select(Controller).where(Controller.active).order_by(col(Controller.key))).all()
             if principal.admin or c.id in ctl_ids
         ]
         latest = access_events.list_events(
             s,
             principal,
-            visible_door_ids={d.id for d in doors},
-            limit=30,  # type: ignore[misc]
+            visible_door_ids={ident(d) for d in doors},
+            limit=30,
         )
         names = {u.id: u.name for u in s.exec(select(User).where(col(User.id).in_({e.user_id for e in latest}))).all()}
     live = [g for g in state.grants if g.valid_until > now]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bms.models import Resource
 from core.db import open_session
@@ -23,10 +23,10 @@ def home(request: Request, engine: EngineDep) -> Response:
     with open_session(engine) as s:
         rows = s.exec(
             select(Site, Venue, Resource)
-            .join(Venue, Venue.site_id == Site.id)
-            .join(Resource, Resource.venue_id == Venue.id)
+            .join(Venue, col(Venue.site_id) == Site.id)
+            .join(Resource, col(Resource.venue_id) == Venue.id)
             .where(Resource.active)
-            .order_by(Site.key, Venue.key, Resource.key)
+            .order_by(col(Site.key), col(Venue.key), col(Resource.key))
         ).all()
     visible_sites = principal.resident_sites | principal.reception_sites
     venues: dict[tuple[str, str], list[Resource]] = {}

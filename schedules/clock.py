@@ -27,6 +27,7 @@ from schedules.noshow import mark_no_shows
 
 log = logging.getLogger("bookgate.schedules")
 
+
 def _guard(name: str, fn: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:

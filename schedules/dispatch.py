@@ -29,7 +29,7 @@ from access.protocol import Command, CommandResult, Grant, Revoke
 from access.service import state_for_doors
 from core import audit
 from core.audit import SYSTEM
-from core.db import read_session, utcnow, write_session
+from core.db import ident, read_session, utcnow, write_session
 from core.models import User
 
 log = logging.getLogger("bookgate.dispatch")
@@ -51,11 +51,11 @@ class Due:
     attempts: int
 
 
-def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+def _claimable(now: datetime):
     return (
-        Transition.status == "pending",
-        Transition.due_at <= now,
-        or_(col(Transition.claimed_until).is_(None), Transition.claimed_until < now),
+        col(Transition.status) == "pending",
+        col(Transition.due_at) <= now,
+        or_(col(Transition.claimed_until).is_(None), col(Transition.claimed_until) < now),
     )
 
 
@@ -64,7 +64,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         rows = s.exec(
             select(Transition)
             .where(*_claimable(now))
-            .order_by(Transition.due_at, Transition.id)
+            .order_by(col(Transition.due_at), col(Transition.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
@@ -75,8 +75,8 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         busy = set(
             s.exec(
                 select(Transition.door_id, Transition.credential_id).where(
-                    Transition.status == "pending",
-                    Transition.due_at <= now,
+                    col(Transition.status) == "pending",
+                    col(Transition.due_at) <= now,
                     col(Transition.claimed_until).is_not(None),
                     col(Transition.claimed_until) >= now,
                 )
@@ -88,8 +88,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         wanted = {t.controller_id for t in rows}
         keys = dict(s.exec(select(Controller.id, Controller.key).where(col(Controller.id).in_(wanted))).all())
         claimed = [
-            Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1)  # type: ignore[arg-type]
-            for t in rows
+            Due(ident(t), keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1) for t in rows
         ]
         s.exec(
             update(Transition)
@@ -103,7 +102,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
 def next_due(engine: Engine) -> datetime | None:
     """When the earliest pending transition falls due (the clock's next exact wake-up)."""
     with read_session(engine) as s:
-        return s.exec(select(func.min(Transition.due_at)).where(Transition.status == "pending")).one()
+        return s.exec(select(func.min(Transition.due_at)).where(col(Transition.status) == "pending")).one()
 
 
 def _command(
@@ -129,13 +128,13 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
         return {d.id: None for d in batch}
     creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all()}
     door_ids = {d.door_id for d in batch if d.credential_id is not None}
-    doors = {d.id: d for d in session.exec(select(Door).where(col(Door.id).in_(door_ids))).all()}
+    doors = {ident(d): d for d in session.exec(select(Door).where(col(Door.id).in_(door_ids))).all()}
     names = {
         u.id: u.name
         for u in session.exec(select(User).where(col(User.id).in_({c.user_id for c in creds.values()}))).all()
     }
     users = {c.user_id for c in creds.values()}
-    state = state_for_doors(session, sorted(doors), now, user_ids=users)  # type: ignore[arg-type]
+    state = state_for_doors(session, sorted(doors), now, user_ids=users)
     current: dict[tuple[int, int], list[DoorGrant]] = defaultdict(list)
     for g in state.grants:
         if g.preload:
@@ -159,7 +158,7 @@ def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], 
         if done:
             s.exec(
                 update(Transition)
-                .where(col(Transition.id).in_(done), Transition.claimed_by == worker)
+                .where(col(Transition.id).in_(done), col(Transition.claimed_by) == worker)
                 .values(status="done", done_at=now, claimed_until=None)
             )
         for due, ok, detail in outcomes:
@@ -170,10 +169,14 @@ def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], 
                 values["status"] = "failed"
             else:
                 values["due_at"] = now + timedelta(seconds=min(300, 2**due.attempts))
-            s.exec(update(Transition).where(Transition.id == due.id, Transition.claimed_by == worker).values(**values))
+            s.exec(
+                update(Transition)
+                .where(col(Transition.id) == due.id, col(Transition.claimed_by) == worker)
+                .values(**values)
+            )
             if values.get("status") == "failed":
                 # The alert: the controller is degraded (shown by /api/v1/controllers) and it is audited.
-                s.exec(update(Controller).where(Controller.key == due.controller_key).values(state="degraded"))
+                s.exec(update(Controller).where(col(Controller.key) == due.controller_key).values(state="degraded"))
                 audit.record(
                     s,
                     SYSTEM,
@@ -224,8 +227,18 @@ def dispatch_once(
         for due in batch:
             key = (due.controller_key, due.door_id, due.credential_id) if commands[due.id] else ("none", due.id)
             groups[key].append(due)
-        pairs = [(dues[0].controller_key, commands[dues[0].id]) for dues in groups.values() if commands[dues[0].id]]
-        results = (send_many(pairs) if send_many else _send_each(send, pairs)) if pairs else []  # type: ignore[arg-type]
+        pairs: list[tuple[str, Command]] = [
+            (dues[0].controller_key, command)
+            for dues in groups.values()
+            if (command := commands[dues[0].id]) is not None
+        ]
+        if not pairs:
+            results: list[CommandResult] = []
+        elif send_many is not None:
+            results = send_many(pairs)
+        else:
+            assert send is not None  # checked on entry: one of the two is given
+            results = _send_each(send, pairs)
         by_command = {command.command_id: result for (_, command), result in zip(pairs, results, strict=True)}
         outcomes = []
         for dues in groups.values():

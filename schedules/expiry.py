@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, or_
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bms.context import load_resource_by_id
 from bms.models import Reservation
@@ -37,7 +37,7 @@ def expire_pending(engine: Engine, now: datetime, *, batch: int = 200) -> int:
         return True
 
     where = [
-        Reservation.status == Status.pending.value,
-        or_(Reservation.start <= now, Reservation.created_at <= now - _SHORTEST),
+        col(Reservation.status) == Status.pending.value,
+        or_(col(Reservation.start) <= now, col(Reservation.created_at) <= now - _SHORTEST),
     ]
     return sweep(engine, where, expire, batch=batch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bms.context import load_resource_by_id
 from bms.models import Reservation
@@ -35,8 +35,8 @@ def mark_no_shows(engine: Engine, now: datetime, *, batch: int = 200) -> int:
         return True
 
     where = [
-        Reservation.status == Status.confirmed.value,
-        Reservation.start <= now - _SHORTEST,
-        Reservation.start > now - _LONGEST - _SHORTEST,
+        col(Reservation.status) == Status.confirmed.value,
+        col(Reservation.start) <= now - _SHORTEST,
+        col(Reservation.start) > now - _LONGEST - _SHORTEST,
     ]
     return sweep(engine, where, mark, batch=batch)

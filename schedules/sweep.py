@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bms.models import Reservation
-from core.db import write_session
+from core.db import ident, write_session
 
 
 def sweep(engine: Engine, where: list[Any], handle: Callable[[Session, Reservation], bool], *, batch: int = 200) -> int:
@@ -24,12 +24,12 @@ def sweep(engine: Engine, where: list[Any], handle: Callable[[Session, Reservati
         with write_session(engine) as s:
             rows = s.exec(
                 select(Reservation)
-                .where(*where, Reservation.id > after_id)
-                .order_by(Reservation.id)
+                .where(*where, col(Reservation.id) > after_id)
+                .order_by(col(Reservation.id))
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             ).all()
             if not rows:
                 return done
-            after_id = rows[-1].id  # type: ignore[assignment]
+            after_id = ident(rows[-1])
             done += sum(1 for r in rows if handle(s, r))

@@ -25,7 +25,7 @@ from core import auth
 from core.audit import SYSTEM
 from core.db import make_engine, write_session
 from core.models import User
-from core.security import set_hash_cost
+from core.security import PasswordHashing
 from migrations.models import load_all_models
 
 
@@ -51,7 +51,9 @@ def _pg_server_url() -> str | None:
 PG_SERVER = _pg_server_url()
 
 # Real Argon2id, at a cost that keeps hundreds of test logins fast; production keeps the default.
-set_hash_cost(time_cost=1, memory_cost=1024, parallelism=1)
+# Argon2id at its lowest cost keeps hundreds of logins fast; production settings keep their own.
+CHEAP_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+TEST_HASHING = PasswordHashing(time_cost=1, memory_kib=1024, parallelism=1)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -144,7 +146,7 @@ def backend(engine: Engine) -> str:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # Periodic jobs are started by the tests that are about them, with their own clock.
-    return Settings(var_dir=tmp_path / "var", scheduler=False, _env_file=None)  # type: ignore[call-arg]
+    return Settings(var_dir=tmp_path / "var", scheduler=False, _env_file=None, **CHEAP_HASHING)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -179,7 +181,7 @@ def make_user(engine: Engine) -> Callable[..., tuple[User, str]]:
             roles=[r if isinstance(r, auth.RoleIn) else auth.RoleIn(**r) for r in roles],
         )
         with write_session(engine) as s:
-            user = auth.create_user(s, SYSTEM, data)
+            user = auth.create_user(s, SYSTEM, data, TEST_HASHING)
         return user, password
 
     return _make

@@ -7,11 +7,11 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlmodel import select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
-from bookgate.provision import apply_site_file
-from config.site import SiteFileError, parse_site_document
+from bookgate.provision import apply_site_file, parse_site
+from config.site import SiteFileError
 from core.deps import AdminUser, CurrentUser, EngineDep, SessionDep
 from core.errors import Invalid
 from core.models import Site, Venue
@@ -37,8 +37,8 @@ class SitePublic(BaseModel):
 @router.get("/sites", response_model=list[SitePublic])
 def list_sites(principal: CurrentUser, session: SessionDep) -> list[SitePublic]:
     """The sites the caller belongs to (as resident, reception or manager of one of its venues)."""
-    sites = session.exec(select(Site).order_by(Site.key)).all()
-    venues = session.exec(select(Venue).order_by(Venue.key)).all()
+    sites = session.exec(select(Site).order_by(col(Site.key))).all()
+    venues = session.exec(select(Venue).order_by(col(Venue.key))).all()
     if not principal.admin:
         mine = principal.resident_sites | principal.reception_sites
         mine |= {v.site_id for v in venues if v.id in principal.managed_venues}
@@ -69,7 +69,7 @@ async def import_site_config(request: Request, admin: AdminUser, engine: EngineD
     except (UnicodeDecodeError, yaml.YAMLError):
         raise Invalid("bad_site_file", "the body is not UTF-8 YAML or JSON") from None
     try:
-        doc = parse_site_document(data)
+        doc = parse_site(data)
     except SiteFileError as exc:
         raise Invalid(
             "bad_site_file",

@@ -14,8 +14,9 @@ from core.auth import (
     UserPublic,
     UserUpdate,
 )
-from core.deps import AdminUser, SessionDep, WriteSessionDep
+from core.deps import AdminUser, SessionDep, SettingsDep, WriteSessionDep
 from core.models import ApiKey, User
+from core.security import hashing_for
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -28,7 +29,7 @@ def list_users(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[UserPublic]:
-    stmt = select(User).order_by(User.id).offset(offset).limit(limit)
+    stmt = select(User).order_by(col(User.id)).offset(offset).limit(limit)
     if q:
         like = f"%{q.lower()}%"
         stmt = stmt.where(col(User.email).like(like) | col(User.name).ilike(like))
@@ -36,8 +37,8 @@ def list_users(
 
 
 @router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
-def create_user(data: UserCreate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
-    user = auth.create_user(session, admin.actor, data)
+def create_user(data: UserCreate, admin: AdminUser, session: WriteSessionDep, settings: SettingsDep) -> UserPublic:
+    user = auth.create_user(session, admin.actor, data, hashing_for(settings))
     return auth.user_public(session, user)
 
 
@@ -47,15 +48,17 @@ def get_user(user_id: int, _admin: AdminUser, session: SessionDep) -> UserPublic
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, data: UserUpdate, admin: AdminUser, session: WriteSessionDep) -> UserPublic:
+def update_user(
+    user_id: int, data: UserUpdate, admin: AdminUser, session: WriteSessionDep, settings: SettingsDep
+) -> UserPublic:
     """Disabling a user (is_active=false) revokes all their sessions and API keys at once."""
-    user = auth.update_user(session, admin.actor, user_id, data)
+    user = auth.update_user(session, admin.actor, user_id, data, hashing_for(settings))
     return auth.user_public(session, user)
 
 
 @router.get("/api-keys", response_model=list[ApiKeyPublic], tags=["api keys"])
 def list_api_keys(_admin: AdminUser, session: SessionDep) -> list[ApiKeyPublic]:
-    rows = session.exec(select(ApiKey).order_by(ApiKey.id)).all()
+    rows = session.exec(select(ApiKey).order_by(col(ApiKey.id))).all()
     return [ApiKeyPublic(**r.model_dump(exclude={"key_hash", "last_used_at"})) for r in rows]
 
 

@@ -81,7 +81,7 @@ from access.protocol import (
     utc,
 )
 from drivers.esprfid import codec
-from drivers.esprfid.connection import MqttSettings, make_client
+from drivers.mqtt import MqttSettings, make_client
 
 log = logging.getLogger("drivers.esprfid")
 

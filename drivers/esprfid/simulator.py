@@ -51,7 +51,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from drivers.esprfid import codec
-from drivers.esprfid.connection import MqttSettings, make_client
+from drivers.mqtt import MqttSettings, make_client
 
 log = logging.getLogger("drivers.esprfid.simulator")
 

@@ -18,7 +18,8 @@ from access.protocol import compact_hex
 from access.service import state_for_doors
 from access.windows import set_windows
 from bms.models import Resource
-from bookgate.controllers import start_esprfid
+from bookgate.controllers import start_drivers
+from config import Settings
 from core.db import read_session, utcnow, write_session
 from drivers.esprfid import MqttSettings
 from drivers.esprfid.simulator import DeviceConfig, SimulatorFleet
@@ -196,11 +197,11 @@ def test_an_authorized_door_opens_on_the_gateways_word(engine, badges, mqtt_url,
     index = DecisionIndex()
     with read_session(engine) as s:
         index.load(s)
-    host = start_esprfid(engine, mqtt_url, index)
+    host = start_drivers(engine, Settings(mqtt_url=mqtt_url, _env_file=None), index)
     fleet.start()
     try:
         assert fleet.wait_ready(10)
-        assert wait_until(lambda: host.driver.connected, 10)
+        assert wait_until(lambda: host.connected, 10)
         device = fleet[f"{topic_prefix}/rooms"]
         assert device.present_card(bytes.fromhex(value)) == "Denied"  # the device alone would refuse
         assert wait_until(lambda: device.door_releases == 1, 5), "the gateway did not release the door"

@@ -9,7 +9,7 @@ from sqlmodel import func, select
 from access.models import Controller, Door, DoorResource
 from bms.models import Resource, ResourceUnit
 from bookgate.cli import main as cli_main
-from bookgate.provision import apply_site_file, import_site_file
+from bookgate.provision import apply_site_file, import_site_file, parse_site
 from config.site import SiteFileError, example_path, load_site_file, parse_site_document
 from core.audit import SYSTEM, AuditEntry
 from core.db import read_session
@@ -159,7 +159,7 @@ def test_import_over_http(client, admin_headers, engine):
             "sites.0.venues.0.resources.0.access.release",
         ),
         (lambda s: s["doors"][5].pop("slots"), "sites.0.doors.5"),
-        (lambda s: s["controllers"][4]["settings"].update(address="nope"), "sites.0.controllers.4"),
+        (lambda s: s["controllers"][4]["settings"].update(address="nope"), "sites.0.controllers.4.settings.address"),
         (lambda s: s.update(key="Bad Key"), "sites.0.key"),
     ],
 )
@@ -167,7 +167,7 @@ def test_field_errors_name_their_path(mutate, expected):
     data = _example()
     mutate(data["sites"][0])
     with pytest.raises(SiteFileError) as info:
-        parse_site_document(data)
+        parse_site(data)  # the import's parse: the controllers' settings are their drivers' to check
     assert any(e.startswith(expected) for e in info.value.errors), info.value.errors
 
 

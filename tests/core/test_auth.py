@@ -169,3 +169,24 @@ def test_the_audit_row_counts_every_session_and_key_a_disabling_revokes(client, 
     summary = row.summary if isinstance(row.summary, dict) else json.loads(row.summary)
     assert summary["sessions_revoked"] == 2
     assert summary["api_keys_revoked"] == 1
+
+
+def test_password_hashing_follows_the_settings_and_old_hashes_are_upgraded_at_login(engine, settings, make_user):
+    """No module-wide hasher: the cost comes from the settings, and a hash made at another cost is
+    redone at the next successful login."""
+    from config import Settings
+    from core import auth
+    from core.security import hashing_for
+
+    cheap = hashing_for(settings)
+    assert cheap is hashing_for(settings)  # one object per cost
+    stronger = Settings(_env_file=None, argon2_time_cost=2, argon2_memory_kib=2048, argon2_parallelism=1)
+    user, password = make_user()
+    with read_session(engine) as s:
+        before = s.get(User, user.id).password_hash
+    assert cheap.verify(before, password) and not hashing_for(stronger).verify(before, "wrong password!")
+    assert hashing_for(stronger).needs_rehash(before)
+    auth.login(engine, stronger, user.email, password, "127.0.0.1")
+    with read_session(engine) as s:
+        after = s.get(User, user.id).password_hash
+    assert after != before and "t=2" in after and not hashing_for(stronger).needs_rehash(after)

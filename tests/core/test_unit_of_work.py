@@ -62,3 +62,27 @@ def test_a_commit_that_fails_never_answers_success(engine):
     assert client.post("/ok/uow-dup@example.com").status_code == 201
     again = client.post("/ok/uow-dup@example.com")
     assert again.status_code >= 400
+
+
+def test_more_concurrent_writers_than_pool_threads_all_finish(engine):
+    """Each unit of work holds SQLite's writer gate from its first statement to its commit; the
+    commit must never wait for a request thread while every request thread waits for the gate."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = _app(engine)
+
+    @app.post("/slow/{email}", status_code=201)
+    def slow(email: str, session: WriteSessionDep) -> dict:
+        session.add(User(email=email, name="crowd"))
+        session.flush()  # takes the write lock
+        time.sleep(0.01)
+        return {"email": email}
+
+    started = time.monotonic()
+    # one event loop and one request thread pool (40 threads) serve every request, as in the server
+    with TestClient(app, raise_server_exceptions=False) as client, ThreadPoolExecutor(max_workers=80) as pool:
+        codes = list(pool.map(lambda i: client.post(f"/slow/uow-crowd{i}@example.com").status_code, range(120)))
+    assert codes == [201] * 120
+    assert time.monotonic() - started < 25  # far from the 30 s gate timeout a deadlock would hit
+    assert _names(engine).count("crowd") == 120

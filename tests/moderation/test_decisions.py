@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from bms.models import Reservation
 from core.audit import AuditEntry
-from core.db import open_session, read_session
+from core.db import read_session, write_session
 from core.errors import AppError
 from core.outbox import OutboxMessage
 from moderation import service
@@ -214,17 +214,15 @@ def _race(engine, people, rid, actions):
     def run(who, action):
         principal = principal_of(engine, people[who])
         barrier.wait()
-        with open_session(engine, write=True) as s:
-            try:
+        try:
+            with write_session(engine) as s:  # the unit of work a request gets
                 if action == "approve":
                     service.approve(s, principal, rid, service.Decision())
                 else:
                     service.reject(s, principal, rid, service.Rejection(reason=f"no from {who}"))
-                s.commit()
-                result = "ok"
-            except AppError as exc:
-                s.rollback()
-                result = exc.code
+            result = "ok"
+        except AppError as exc:
+            result = exc.code
         with lock:
             outcomes.append(result)
 

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from bms.models import ReservationChange
+from core.db import read_session
 from tests.moderation.conftest import book, local, request_slot
 
 
@@ -98,6 +100,24 @@ def test_scope_and_who_skips_re_approval(client, moderated, confirmed):
     # The earlier request now refers to a booking that changed: approving it is refused.
     r = client.post(f"/api/v1/moderation/changes/{cid}/approve", headers=moderated["manager"].headers)
     assert r.status_code == 409 and r.json()["code"] == "changed_meanwhile"
+
+
+def test_a_change_refused_because_the_booking_moved_stays_void(client, moderated, confirmed, engine):
+    """The refusal leaves a trace (AppError keep=True): the unit of work keeps the void, so the
+    request leaves the managers' list and a second attempt finds it decided."""
+    rid, start = confirmed
+    manager = moderated["manager"].headers
+    _reschedule(client, moderated["alice"], rid, start + timedelta(hours=2))
+    cid = client.get("/api/v1/moderation/changes", headers=manager).json()[0]["id"]
+    assert _reschedule(client, moderated["manager"], rid, start + timedelta(hours=5)).status_code == 200
+    r = client.post(f"/api/v1/moderation/changes/{cid}/approve", headers=manager)
+    assert r.status_code == 409 and r.json()["code"] == "changed_meanwhile"
+    with read_session(engine) as s:
+        change = s.get(ReservationChange, cid)
+        assert change.status == "void" and change.reason == "the booking changed since the request"
+    assert client.get("/api/v1/moderation/changes", headers=manager).json() == []
+    again = client.post(f"/api/v1/moderation/changes/{cid}/approve", headers=manager)
+    assert again.status_code == 409 and again.json()["code"] == "already_decided"
 
 
 def test_without_the_policy_changes_apply_at_once(client, moderated):

@@ -1,0 +1,177 @@
+"""Placing a booking on a unit of its resource: overlaps, capacity, and the no-double-booking guarantee.
+
+No double booking is enforced by the database. PostgreSQL: an exclusion constraint over
+(unit, block range) for holding statuses, so two racing inserts cannot both commit; the
+check below only produces a friendly answer. SQLite: write transactions begin IMMEDIATE, so
+the check and the insert run under the single writer lock. Capacity units are locked
+(`FOR UPDATE`) before their places are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bms.context import ResourceCtx
+from bms.models import Reservation, ResourceUnit
+from bms.states import HOLDING
+from core.db import ident, is_sqlite
+from core.errors import Conflict
+
+__all__ = ["fits", "has_room", "holding_overlaps", "peak_places", "place", "slot_taken"]
+
+
+def holding_overlaps(
+    session: Session,
+    unit_ids: Iterable[int],
+    block_start: datetime,
+    block_end: datetime,
+    exclude_id: int | None = None,
+) -> list[Reservation]:
+    """Bookings that hold a slot on these units and overlap the block (buffers included)."""
+    stmt = select(Reservation).where(
+        col(Reservation.unit_id).in_(list(unit_ids)),
+        col(Reservation.status).in_([s.value for s in HOLDING]),
+        col(Reservation.block_start) < block_end,
+        col(Reservation.block_end) > block_start,
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(col(Reservation.id) != exclude_id)
+    return list(session.exec(stmt).all())
+
+
+def peak_places(bookings: Iterable[Reservation], start: datetime, end: datetime) -> int:
+    """The most places in use at any instant of [start, end)."""
+    edges: list[tuple[datetime, int]] = []
+    for b in bookings:
+        a, z = max(b.block_start, start), min(b.block_end, end)
+        if a < z:
+            edges += [(a, b.places), (z, -b.places)]
+    peak = used = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        used += delta
+        peak = max(peak, used)
+    return peak
+
+
+def slot_taken(conflict: Reservation | None, **extra: Any) -> Conflict:
+    """The 409 of a slot that is not free, naming the first booking in the way when there is one."""
+    window = {"start": conflict.start.isoformat(), "end": conflict.end.isoformat()} if conflict else None
+    return Conflict("slot_taken", "this time is already booked", conflicting_window=window, **extra)
+
+
+def fits(session: Session, ctx: ResourceCtx, r: Reservation) -> bool:
+    """Whether `r` (its block and places) would find a place on some unit of its resource now."""
+    if ctx.exclusive:
+        return any(not holding_overlaps(session, [ident(u)], r.block_start, r.block_end, r.id) for u in ctx.units)
+    unit = ctx.units[0]
+    others = holding_overlaps(session, [ident(unit)], r.block_start, r.block_end, r.id)
+    return peak_places(others, r.block_start, r.block_end) + r.places <= ctx.resource.capacity
+
+
+def has_room(session: Session, ctx: ResourceCtx, start: datetime, end: datetime, places: int) -> bool:
+    """Whether some unit (or enough places) is free for a new booking of [start, end) now, in one
+    query; only `place` decides for sure."""
+    block_end = end + ctx.rules.buffer
+    others = holding_overlaps(session, [ident(u) for u in ctx.units], start, block_end)
+    if ctx.exclusive:
+        return len({o.unit_id for o in others}) < len(ctx.units)
+    return peak_places(others, start, block_end) + places <= ctx.resource.capacity
+
+
+def _unit_order(session: Session, ctx: ResourceCtx, start: datetime, prefer: int | None) -> list[ResourceUnit]:
+    units = list(ctx.units)
+    if ctx.resource.pool_strategy == "balancing" and len(units) > 1:
+        horizon = timedelta(days=30)
+        rows = session.exec(
+            select(Reservation.unit_id, func.count())
+            .where(
+                col(Reservation.unit_id).in_([u.id for u in units]),
+                col(Reservation.status).in_([s.value for s in HOLDING]),
+                col(Reservation.start) > start - horizon,
+                col(Reservation.start) < start + horizon,
+            )
+            .group_by(col(Reservation.unit_id))
+        ).all()
+        use = dict(rows)
+        units.sort(key=lambda u: (use.get(ident(u), 0), u.position, ident(u)))
+    if prefer is not None:
+        units.sort(key=lambda u: u.id != prefer)
+    return units
+
+
+def _is_exclusion_violation(exc: IntegrityError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "23P01"
+
+
+_INTENT = (
+    "start",
+    "end",
+    "block_start",
+    "block_end",
+    "long_span",
+    "access_start",
+    "access_end",
+    "places",
+    "status",
+    "updated_at",
+)
+
+
+def place(session: Session, ctx: ResourceCtx, r: Reservation, *, prefer_unit: int | None = None) -> None:
+    """Assign `r` a unit and flush it, or raise 409 slot_taken. `r.block_*` must be set."""
+    # Explicit flushes only: an autoflush of a moved booking must not fire outside its savepoint.
+    with session.no_autoflush:
+        _place(session, ctx, r, prefer_unit)
+
+
+def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int | None) -> None:
+    holding = r.status in HOLDING
+    if not ctx.units:
+        raise Conflict("no_units", "this resource has no active unit to book")
+    if not ctx.exclusive:
+        unit = ctx.units[0]
+        if holding:
+            if not is_sqlite(session):
+                session.exec(select(ResourceUnit.id).where(col(ResourceUnit.id) == unit.id).with_for_update()).one()
+            others = holding_overlaps(session, [ident(unit)], r.block_start, r.block_end, r.id)
+            used = peak_places(others, r.block_start, r.block_end)
+            if used + r.places > ctx.resource.capacity:
+                raise slot_taken(None, places_left=max(0, ctx.resource.capacity - used))
+        r.unit_id = ident(unit)
+        session.add(r)
+        session.flush()
+        return
+    first_conflict: Reservation | None = None
+    # A rolled-back savepoint expires (or expunges) `r`: keep what we meant to write.
+    intent = {k: getattr(r, k) for k in _INTENT}
+    for unit in _unit_order(session, ctx, r.start, prefer_unit):
+        for k, v in intent.items():
+            setattr(r, k, v)
+        if holding:
+            clash = holding_overlaps(session, [ident(unit)], r.block_start, r.block_end, r.id)
+            if clash:
+                first_conflict = first_conflict or min(clash, key=lambda c: c.start)
+                continue
+        r.unit_id = ident(unit)
+        if is_sqlite(session):
+            # The writer lock is held since BEGIN IMMEDIATE: the check above cannot go stale.
+            session.add(r)
+            session.flush()
+            return
+        try:
+            with session.begin_nested():
+                session.add(r)
+                session.flush()
+            return
+        except IntegrityError as exc:
+            if not _is_exclusion_violation(exc):
+                raise
+            # A concurrent booking committed on this unit after our check: try the next one.
+            continue
+    raise slot_taken(first_conflict)
