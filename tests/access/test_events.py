@@ -9,10 +9,10 @@ import pytest
 from sqlmodel import select
 
 from access import events
-from bookgate.app import entry_listeners
 from access.models import AccessEvent, AccessWindow, Transition
 from access.protocol import DoorEvent
 from bms.models import Reservation
+from bookgate.app import entry_listeners
 from core.db import read_session, write_session
 from schedules.dispatch import dispatch_once
 from schedules.noshow import mark_no_shows
