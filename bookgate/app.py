@@ -19,13 +19,16 @@ from bms import service as bms_service
 from bookgate import __version__, migrate
 from bookgate.controllers import start_drivers
 from bookgate.routes import sites as site_routes
+from bookgate.routes.sites import MAX_SITE_FILE
 from config import Settings, get_settings
 from core.db import make_engine
 from core.errors import install_error_handlers
+from core.limits import BodyLimit
 from core.routes import auth as auth_routes
 from core.routes import users as user_routes
 from moderation import api as moderation_api
 from moderation import policy as moderation_policy
+from moderation.documents import MAX_BYTES as DOCUMENT_MAX_BYTES
 from portal import router as portal_router
 from schedules.clock import start_clock
 
@@ -112,6 +115,13 @@ def create_app(
     app.state.booking_policies = booking_policies
     app.state.entry_listeners = entry_listeners()
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        limits=[
+            (r"/api/v1/moderation/(venues|resources)/[^/]+/documents", DOCUMENT_MAX_BYTES + 64 * 1024),
+            (r"/api/v1/site-config", MAX_SITE_FILE + 1024),
+        ],
+    )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

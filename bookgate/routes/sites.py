@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from bookgate.provision import apply_site_file, parse_site
-from config.site import SiteFileError
+from config.site import SiteFile, SiteFileError, load_yaml
 from core.deps import AdminUser, CurrentUser, EngineDep, SessionDep
 from core.errors import Invalid
 from core.models import Site, Venue
@@ -19,6 +18,14 @@ from core.models import Site, Venue
 router = APIRouter(prefix="/api/v1", tags=["sites"])
 
 MAX_SITE_FILE = 1_000_000
+
+
+def _parse(raw: bytes) -> SiteFile:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SiteFileError(["(file): the body is not UTF-8 YAML or JSON"]) from None
+    return parse_site(load_yaml(text))
 
 
 class VenuePublic(BaseModel):
@@ -60,16 +67,14 @@ def list_sites(principal: CurrentUser, session: SessionDep) -> list[SitePublic]:
     openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 async def import_site_config(request: Request, admin: AdminUser, engine: EngineDep) -> dict[str, Any]:
-    """Import a site file (YAML or JSON body). Refused whole, with every error listed, or applied whole."""
+    """Import a site file (YAML or JSON body, at most 1 MB). Refused whole, with every error listed,
+    or applied whole. Parsing, validation and the import run in a worker thread, never on the
+    event loop, and a file may create at most `config.site.MAX_ROWS` rows."""
     raw = await request.body()
     if len(raw) > MAX_SITE_FILE:
         raise Invalid("too_large", f"site file over {MAX_SITE_FILE} bytes", status=413)
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
-        raise Invalid("bad_site_file", "the body is not UTF-8 YAML or JSON") from None
-    try:
-        doc = parse_site(data)
+        doc = await run_in_threadpool(_parse, raw)
     except SiteFileError as exc:
         raise Invalid(
             "bad_site_file",
