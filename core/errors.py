@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("bookgate")
@@ -119,6 +120,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    # Values the database or the calendar cannot hold (an id over 2^63-1, the year 10000 reached by
+    # date arithmetic): the client's input, so a 422, never a 500. Routes should bound their inputs;
+    # this is the net under them.
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse(
+            {"code": "out_of_range", "message": "a value is out of the range this service handles"}, 422
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(_request: Request, exc: DataError) -> JSONResponse:
+        return JSONResponse({"code": "out_of_range", "message": "a value does not fit what the database stores"}, 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ work (`WriteSessionDep`), except an upload's, which has its own (see `documents.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -212,6 +213,13 @@ def list_resource_documents(
     return documents.for_resource(session, principal, resource_key)
 
 
+def content_disposition(filename: str) -> str:
+    """RFC 6266 with RFC 5987's ``filename*`` for names outside ASCII (HTTP headers are Latin-1):
+    an ASCII fallback for old clients, the exact UTF-8 name for the rest."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 @router.get("/moderation/documents/{document_id}/content")
 def document_content(document_id: int, principal: CurrentUser, session: SessionDep) -> Response:
     doc = documents.visible(session, principal, document_id)
@@ -219,7 +227,7 @@ def document_content(document_id: int, principal: CurrentUser, session: SessionD
         doc.data,
         media_type=doc.content_type,
         headers={
-            "Content-Disposition": f'inline; filename="{doc.filename}"',
+            "Content-Disposition": content_disposition(doc.filename),
             "X-Content-Type-Options": "nosniff",
             "ETag": f'"{doc.sha256}"',
         },

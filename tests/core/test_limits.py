@@ -38,7 +38,7 @@ def test_documents_have_their_own_larger_limit(client, admin_headers):
     r = client.post(
         "/api/v1/moderation/venues/sports/documents",
         files={"file": ("big.pdf", b"%PDF-1.4" + b"0" * (7 * 1024 * 1024), "application/pdf")},
-        data={"title": "too big", "kind": "rules"},
+        data={"title": "too big", "kind": "house_rules"},
         headers=admin_headers,
     )
     assert r.status_code == 413

@@ -1,0 +1,69 @@
+"""Input the service cannot hold is a 4xx with a reason code, never a 500 (both databases)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("example_site")
+
+HUGE = 2**63  # one past the largest 64-bit id
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/reservations/{HUGE}",
+        f"/api/v1/series/{HUGE}",
+        f"/api/v1/users/{HUGE}",
+        f"/api/v1/moderation/documents/{HUGE}/content",
+        f"/api/v1/reservations?offset={HUGE}",
+        f"/api/v1/users?offset={HUGE}",
+        f"/api/v1/access/events?offset={HUGE}",
+    ],
+)
+def test_ids_and_offsets_past_64_bits_are_client_errors(client, admin_headers, path):
+    r = client.get(path, headers=admin_headers)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert "code" in r.json()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/resources/court-1/availability?from=9999-12-31T00:00:00%2B00:00&to=9999-12-31T23:00:00%2B00:00",
+        "/api/v1/resources/court-1/availability?from=0001-01-01T00:00:00%2B00:00&to=0001-01-02T00:00:00%2B00:00",
+        "/api/v1/venues/sports/availability?date=9999-12-31",
+        "/api/v1/venues/sports/availability?date=0001-01-01",
+    ],
+)
+def test_calendar_edges_are_client_errors(client, admin_headers, path):
+    r = client.get(path, headers=admin_headers)
+    assert r.status_code < 500, (r.status_code, r.text)
+
+
+def test_document_names_outside_latin1_download(client, admin_headers):
+    name = "Règlement œuvre.pdf"
+    r = client.post(
+        "/api/v1/moderation/venues/sports/documents",
+        files={
+            "file": (
+                name,
+                b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n",
+                "application/pdf",
+            )
+        },
+        data={"title": "Rules", "kind": "house_rules"},
+        headers=admin_headers,
+    )
+    assert r.status_code == 201, r.text
+    got = client.get(f"/api/v1/moderation/documents/{r.json()['id']}/content", headers=admin_headers)
+    assert got.status_code == 200
+    assert "filename*=UTF-8''R%C3%A8glement%20%C5%93uvre.pdf" in got.headers["content-disposition"]
+
+
+def test_content_disposition_keeps_headers_latin1_and_quotes_safe():
+    from moderation.api import content_disposition
+
+    header = content_disposition('a"b\\c é.pdf')
+    header.encode("latin-1")  # a header value must be
+    assert 'filename="a_b_c _.pdf"' in header
