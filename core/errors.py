@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -96,8 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    def _invalid(exc: RequestValidationError | ValidationError) -> JSONResponse:
         errors = [
             {
                 "field": _field(tuple(err.get("loc", ()))),
@@ -110,6 +110,16 @@ def install_error_handlers(app: FastAPI) -> None:
             {"code": "validation_error", "message": "the request is not valid", "errors": errors},
             status_code=422,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _invalid(exc)
+
+    # A model a service builds from the client's values (a duplicate's copy of a booking, rules
+    # merged with a change) that turns out invalid is the client's input too: 422, never a 500.
+    @app.exception_handler(ValidationError)
+    async def _inner_validation(_request: Request, exc: ValidationError) -> JSONResponse:
+        return _invalid(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -103,12 +103,12 @@ def reject_change(
     return service.reject_change(session, principal, change_id, data)
 
 
-@router.get("/moderation/{reservation_id}", response_model=service.QueueItem)
+@router.get("/moderation/{reservation_id:int}", response_model=service.QueueItem)
 def get_request(reservation_id: int, principal: CurrentUser, session: SessionDep) -> service.QueueItem:
     return service.get_item(session, principal, reservation_id)
 
 
-@router.post("/moderation/{reservation_id}/approve", response_model=ReservationPublic)
+@router.post("/moderation/{reservation_id:int}/approve", response_model=ReservationPublic)
 def approve(
     reservation_id: int, data: service.Decision, principal: CurrentUser, session: WriteSessionDep
 ) -> ReservationPublic:
@@ -116,7 +116,7 @@ def approve(
     return public(session, service.approve(session, principal, reservation_id, data))
 
 
-@router.post("/moderation/{reservation_id}/reject", response_model=ReservationPublic)
+@router.post("/moderation/{reservation_id:int}/reject", response_model=ReservationPublic)
 def reject(
     reservation_id: int, data: service.Rejection, principal: CurrentUser, session: WriteSessionDep
 ) -> ReservationPublic:
@@ -124,7 +124,7 @@ def reject(
     return public(session, service.reject(session, principal, reservation_id, data))
 
 
-@router.post("/moderation/{reservation_id}/propose", response_model=service.ProposalPublic, status_code=201)
+@router.post("/moderation/{reservation_id:int}/propose", response_model=service.ProposalPublic, status_code=201)
 def propose(
     reservation_id: int, data: service.ProposalCreate, principal: CurrentUser, session: WriteSessionDep
 ) -> service.ProposalPublic:

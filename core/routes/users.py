@@ -42,12 +42,12 @@ def create_user(data: UserCreate, admin: AdminUser, session: WriteSessionDep, se
     return auth.user_public(session, user)
 
 
-@router.get("/users/{user_id}", response_model=UserPublic)
+@router.get("/users/{user_id:int}", response_model=UserPublic)
 def get_user(user_id: int, _admin: AdminUser, session: SessionDep) -> UserPublic:
     return auth.user_public(session, auth.get_user(session, user_id))
 
 
-@router.patch("/users/{user_id}", response_model=UserPublic)
+@router.patch("/users/{user_id:int}", response_model=UserPublic)
 def update_user(
     user_id: int, data: UserUpdate, admin: AdminUser, session: WriteSessionDep, settings: SettingsDep
 ) -> UserPublic:

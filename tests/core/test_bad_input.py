@@ -67,3 +67,34 @@ def test_content_disposition_keeps_headers_latin1_and_quotes_safe():
     header = content_disposition('a"b\\c é.pdf')
     header.encode("latin-1")  # a header value must be
     assert 'filename="a_b_c _.pdf"' in header
+
+
+def test_models_built_from_client_values_answer_422_and_save_nothing(client, admin_headers):
+    before = client.get("/api/v1/resources/court-1", headers=admin_headers).json()
+    r = client.patch("/api/v1/resources/court-1/rules", json={"min_minutes": 300}, headers=admin_headers)
+    assert r.status_code == 422 and "min_minutes" in r.text
+    assert client.get("/api/v1/resources/court-1", headers=admin_headers).json() == before
+
+
+def test_a_duplicate_to_a_bad_resource_key_is_422(client, admin_headers):
+    from datetime import UTC, datetime, timedelta
+
+    always = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    client.patch("/api/v1/resources/court-1/rules", json={"opening_hours": always}, headers=admin_headers)
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
+    made = client.post(
+        "/api/v1/reservations",
+        json={"resource": "court-1", "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        headers=admin_headers,
+    )
+    assert made.status_code == 201, made.text
+    for key in ("", "x" * 64):
+        r = client.post(
+            f"/api/v1/reservations/{made.json()['id']}/duplicate", json={"resources": [key]}, headers=admin_headers
+        )
+        assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/moderation/decisions"), ("PATCH", "/api/v1/users/me")])
+def test_a_known_path_with_the_wrong_method_is_405(client, admin_headers, method, path):
+    assert client.request(method, path, json={}, headers=admin_headers).status_code == 405
