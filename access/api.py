@@ -6,18 +6,19 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from access import events, service
 from access.decisions import DecisionIndex
-from access.models import Controller, Door
+from access.models import Controller, Door, lookup_token
 from access.protocol import DoorEvent
 from access.supervision import ControllerPublic
 from core.db import ident, utcnow
 from core.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
 from core.errors import Forbidden, NotFound
 from core.models import Role
+from core.types import IsoDateTime
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -80,8 +81,8 @@ def list_events(
     kind: Annotated[list[events.EventKind] | None, Query()] = None,
     user_id: int | None = None,
     source: Annotated[str | None, Query(max_length=40, description="e.g. reservation:42")] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[events.EventPublic]:
@@ -140,6 +141,8 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         raise NotFound("door_not_found", f"no door {data.door!r}", field="door")
     now = utcnow()
     value = data.value.strip().replace(":", "").replace(" ", "") if data.kind == "badge" else data.value
+    # PINs and BLE keys are stored as a keyed hash (`access.models.lookup_token`): compare and log that
+    value = lookup_token(data.kind, value)
     decision = index.decide(ident(row), data.kind, value, now, (data.spelling,))
     ctl = session.get(Controller, row.controller_id)
     event = events.record(

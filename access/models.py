@@ -3,12 +3,20 @@ access never imports the booking side."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, UniqueConstraint
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from config import get_settings
 from core.db import JSONText, UTCDateTime, utcnow
 
 
@@ -75,7 +83,13 @@ class Credential(SQLModel, table=True):
     )
     kind: str = Field(max_length=10)
     format: str = Field(default="", max_length=10, description="badges: uid, em4100 or wiegand")
-    value: str = Field(max_length=128, description="card UID, PIN, BLE key id, cabinet slot")
+    value: str = Field(
+        max_length=128,
+        description="card UID, cabinet slot; PINs and BLE keys: a keyed lookup token (`lookup_token`)",
+    )
+    secret: str | None = Field(
+        default=None, sa_type=Text, description="PINs and BLE keys: the value encrypted (Fernet), see `seal`"
+    )
     compact: str | None = Field(default=None, max_length=40, description="uid badges: bytes without leading zeros")
     label: str = Field(default="", max_length=100)
     valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -176,3 +190,53 @@ class AccessChange(SQLModel, table=True):
     kind: str = Field(max_length=12, description="source or credential")
     ref: str = Field(max_length=40, description="e.g. reservation:42, or a credential id")
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------- secrets at rest
+#
+# PINs and BLE keys must be sent to controllers, so they cannot be hashed away: they are
+# encrypted (Fernet: AES-128-CBC + HMAC-SHA256) into `Credential.secret`, and `Credential.value`
+# holds a keyed HMAC of the value instead, which keeps the unique constraint and lookups by a
+# presented value working without ever storing the value in clear. Both keys are derived with
+# HKDF-SHA256 from `Settings.credential_key`, or when it is empty from the app's secret key
+# (`Settings.effective_secret_key()`); neither lives in the database.
+
+SEALED_KINDS = frozenset({"pin", "ble"})
+_LOOKUP_PREFIX = "h1:"
+
+
+@lru_cache(maxsize=4)
+def _derived(material: str) -> tuple[Fernet, bytes]:
+    def hkdf(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material.encode())
+
+    return Fernet(base64.urlsafe_b64encode(hkdf(b"bookgate credential encryption v1"))), hkdf(
+        b"bookgate credential lookup v1"
+    )
+
+
+def _keys() -> tuple[Fernet, bytes]:
+    settings = get_settings()
+    return _derived(settings.credential_key or settings.effective_secret_key())
+
+
+def seal(value: str) -> str:
+    """The value encrypted for `Credential.secret`."""
+    return _keys()[0].encrypt(value.encode()).decode()
+
+
+def unseal(token: str) -> str:
+    return _keys()[0].decrypt(token.encode()).decode()
+
+
+def lookup_token(kind: str, value: str) -> str:
+    """What `Credential.value` holds for a sealed kind: a keyed HMAC of the value (other kinds: the value)."""
+    if kind not in SEALED_KINDS:
+        return value
+    mac = hmac.new(_keys()[1], f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+    return _LOOKUP_PREFIX + mac
+
+
+def plain_value(cred: Credential) -> str:
+    """The value to send to a controller or compare: decrypted for PINs and BLE keys. Call it only there."""
+    return unseal(cred.secret) if cred.secret is not None else cred.value

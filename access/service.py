@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import column, table
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
@@ -14,14 +14,15 @@ from sqlmodel import Session, col, select
 
 from access.decisions import note_credential
 from access.desired import Cred, DesiredState, Window, desired_state
-from access.models import AccessWindow, Controller, Credential, Door, DoorResource
+from access.models import SEALED_KINDS, AccessWindow, Controller, Credential, Door, DoorResource, lookup_token, seal
 from access.protocol import canonical_card, compact_hex
 from access.windows import replan_user
 from core import audit
 from core.auth import Principal
 from core.db import ident, utcnow
-from core.errors import Conflict, Forbidden, Invalid, NotFound
-from core.models import Role, RoleGrant, User, Venue
+from core.errors import Conflict, Invalid, NotFound
+from core.models import Role, RoleGrant, User
+from core.types import IsoDateTime
 
 CredentialKind = Literal["badge", "pin", "ble", "key", "qr"]
 CardFormat = Literal["uid", "em4100", "wiegand"]
@@ -178,8 +179,8 @@ class CredentialCreate(BaseModel):
     value: str = Field(min_length=1, max_length=128)
     format: CardFormat | None = Field(default=None, description="badges only: uid (default), em4100, wiegand")
     label: str = Field(default="", max_length=100)
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: IsoDateTime | None = None
+    valid_until: IsoDateTime | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CredentialCreate:
@@ -200,7 +201,7 @@ class CredentialPublic(BaseModel):
     user_id: int
     kind: str
     format: str = Field(description="badges: uid, em4100 or wiegand; empty for other kinds")
-    value: str = Field(description="PINs are masked; badges in their canonical form")
+    value: str = Field(description="PINs and BLE keys are masked; badges in their canonical form")
     label: str
     valid_from: datetime | None
     valid_until: datetime | None
@@ -208,7 +209,7 @@ class CredentialPublic(BaseModel):
 
 
 def credential_public(c: Credential) -> CredentialPublic:
-    value = "****" if c.kind == "pin" else c.value
+    value = "****" if c.kind in SEALED_KINDS else c.value
     return CredentialPublic(
         id=c.id,
         user_id=c.user_id,
@@ -223,25 +224,25 @@ def credential_public(c: Credential) -> CredentialPublic:
 
 
 def require_credential_manager(session: Session, principal: Principal, user_id: int) -> User:
-    """Admins, or managers of a venue on a site where the person lives."""
+    """Admins, or the reception of a site where the person is a resident: credentials are the
+    front desk's business. Venue managers see grants on their doors but issue nothing, or one
+    venue's manager could hand out badges that open another's doors.
+
+    Anyone else hears the same 404 whether the user exists or not, so an id cannot be probed."""
     user = session.get(User, user_id)
-    if user is None:
-        raise NotFound("user_not_found", f"no user {user_id}")
-    if principal.admin:
+    if user is not None and principal.admin:
         return user
-    if not principal.managed_venues:
-        raise Forbidden("forbidden_role", "credentials are managed by admins and venue managers")
-    sites = {v.site_id for v in session.exec(select(Venue).where(col(Venue.id).in_(principal.managed_venues))).all()}
-    lives = session.exec(
-        select(RoleGrant.id).where(
-            col(RoleGrant.user_id) == user_id,
-            col(RoleGrant.role) == Role.resident.value,
-            col(RoleGrant.site_id).in_(sites),
-        )
-    ).first()
-    if lives is None:
-        raise NotFound("user_not_found", f"no user {user_id} on your sites")
-    return user
+    if user is not None and principal.reception_sites:
+        lives = session.exec(
+            select(RoleGrant.id).where(
+                col(RoleGrant.user_id) == user_id,
+                col(RoleGrant.role) == Role.resident.value,
+                col(RoleGrant.site_id).in_(principal.reception_sites),
+            )
+        ).first()
+        if lives is not None:
+            return user
+    raise NotFound("user_not_found", f"no user {user_id}")
 
 
 def add_credential(session: Session, principal: Principal, user_id: int, data: CredentialCreate) -> Credential:
@@ -265,11 +266,13 @@ def add_credential(session: Session, principal: Principal, user_id: int, data: C
                 f"({compact!r}): it cannot be told apart safely",
                 field="value",
             )
+    sealed = data.kind in SEALED_KINDS  # PINs and BLE keys: encrypted, found by a keyed hash
     cred = Credential(
         user_id=user_id,
         kind=data.kind,
         format=card_format,
-        value=data.value,
+        value=lookup_token(data.kind, data.value),
+        secret=seal(data.value) if sealed else None,
         compact=compact,
         label=data.label,
         valid_from=data.valid_from,

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from access.desired import DoorGrant
-from access.models import Controller, Credential, Door
+from access.models import Controller, Credential, Door, plain_value
 from access.protocol import FullSync, Grant
 from access.service import state_for_doors
 from core.db import ident
@@ -52,7 +52,7 @@ def full_sync(session: Session, key: str, now: datetime) -> FullSync:
         Grant(
             f"sync-{secrets.token_hex(4)}",
             doors[g.door_id].output,
-            creds[g.credential_id].value,
+            plain_value(creds[g.credential_id]),  # decrypted only here, to be sent
             names.get(creds[g.credential_id].user_id, ""),
             g.valid_from,
             g.valid_until,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
@@ -109,6 +109,16 @@ def _is_exclusion_violation(exc: IntegrityError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "23P01"
 
 
+# PostgreSQL: two inserts racing for one unit may each wait for the other's tentative row while
+# checking the exclusion constraint; one is chosen as the deadlock victim (40P01). A
+# serialization failure (40001) says the same: another transaction got there first.
+LOST_RACE = frozenset({"40P01", "40001"})
+
+
+def _lost_race(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in LOST_RACE
+
+
 _INTENT = (
     "start",
     "end",
@@ -138,7 +148,12 @@ def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int 
         unit = ctx.units[0]
         if holding:
             if not is_sqlite(session):
-                session.exec(select(ResourceUnit.id).where(col(ResourceUnit.id) == unit.id).with_for_update()).one()
+                try:
+                    session.exec(select(ResourceUnit.id).where(col(ResourceUnit.id) == unit.id).with_for_update()).one()
+                except DBAPIError as exc:
+                    if not _lost_race(exc):
+                        raise
+                    raise slot_taken(None) from None  # the transaction is lost: the refusal rolls it back
             others = holding_overlaps(session, [ident(unit)], r.block_start, r.block_end, r.id)
             used = peak_places(others, r.block_start, r.block_end)
             if used + r.places > ctx.resource.capacity:
@@ -173,5 +188,11 @@ def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int 
             if not _is_exclusion_violation(exc):
                 raise
             # A concurrent booking committed on this unit after our check: try the next one.
+            continue
+        except DBAPIError as exc:
+            if not _lost_race(exc):
+                raise
+            # Deadlocked with another booking of this unit (the savepoint is rolled back, the
+            # other goes on and takes it): this unit is not ours, try the next one.
             continue
     raise slot_taken(first_conflict)

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from bms import availability, queries, recurrence, resources, service
 from bms.context import load_resource_by_id, visible_resource
@@ -21,7 +22,9 @@ from bms.queries import ReservationPublic
 from bms.resources import ResourcePublic
 from bms.service import ReservationCreate
 from config.site import Rules
-from core.deps import CurrentUser, SessionDep, WriteSessionDep
+from core.db import read_session
+from core.deps import CurrentUser, SessionDep, WriteSessionDep, get_engine
+from core.types import IsoDateTime
 
 router = APIRouter(prefix="/api/v1", tags=["reservations"])
 
@@ -59,8 +62,8 @@ def resource_availability(
     key: str,
     principal: CurrentUser,
     session: SessionDep,
-    from_: Annotated[AwareDatetime, Query(alias="from")],
-    to: Annotated[AwareDatetime, Query()],
+    from_: Annotated[IsoDateTime, Query(alias="from")],
+    to: Annotated[IsoDateTime, Query()],
 ) -> availability.ResourceAvailability:
     return availability.resource_availability(session, visible_resource(session, principal, key), from_, to)
 
@@ -100,8 +103,8 @@ def list_reservations(
     scope: Annotated[str, Query(pattern="^(mine|managed)$")] = "mine",
     resource: str | None = None,
     status_: Annotated[list[str] | None, Query(alias="status")] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    to: Annotated[AwareDatetime | None, Query()] = None,
+    from_: Annotated[IsoDateTime | None, Query(alias="from")] = None,
+    to: Annotated[IsoDateTime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ReservationPublic]:
@@ -127,8 +130,8 @@ def get_reservation(reservation_id: int, principal: CurrentUser, session: Sessio
 
 class RescheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: AwareDatetime
-    end: AwareDatetime
+    start: IsoDateTime
+    end: IsoDateTime
 
 
 @router.post("/reservations/{reservation_id}/reschedule", response_model=ReservationPublic)
@@ -165,11 +168,24 @@ def duplicate(
 # ---------------------------------------------------------------- series
 
 
+def preflight_series(
+    data: recurrence.SeriesCreate, principal: CurrentUser, engine: Annotated[Engine, Depends(get_engine)]
+) -> recurrence.Expanded | None:
+    """The rule expanded on a short read session: a dependency declared before the unit of work,
+    so FastAPI runs it before the write admission is taken."""
+    with read_session(engine) as session:
+        return recurrence.preflight(session, principal, data)
+
+
 @router.post("/series", response_model=recurrence.SeriesResult, status_code=status.HTTP_201_CREATED, tags=["series"])
 def create_series(
-    data: recurrence.SeriesCreate, principal: CurrentUser, session: WriteSessionDep, policies: PoliciesDep
+    data: recurrence.SeriesCreate,
+    principal: CurrentUser,
+    expanded: Annotated[recurrence.Expanded | None, Depends(preflight_series)],
+    session: WriteSessionDep,
+    policies: PoliciesDep,
 ) -> Any:
-    return recurrence.create_series(session, principal, data, policies=policies)
+    return recurrence.create_series(session, principal, data, policies=policies, expanded=expanded)
 
 
 class SeriesPublic(BaseModel):

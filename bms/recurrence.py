@@ -7,17 +7,18 @@ own is `detached`: series edits never touch it again, so it is never resurrected
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from itertools import islice
+import calendar
+from dataclasses import dataclass
+from datetime import MAXYEAR, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrulestr
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from dateutil.rrule import rrule, rrulestr
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from bms import service
-from bms.context import ResourceCtx, load_resource_by_id, manages
+from bms.context import ResourceCtx, can_see, load_resource, load_resource_by_id, manages
 from bms.models import Reservation, Series
 from bms.policies import NO_POLICIES, BookingPolicies
 from bms.states import ACTIVE, Status
@@ -27,8 +28,11 @@ from core.auth import Principal
 from core.db import ident, utcnow
 from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from core.models import User
+from core.types import IsoDateTime
 
 MAX_OCCURRENCES = 366
+# How far after its first occurrence a series may run (its expansion is bounded by it).
+HORIZON = timedelta(days=2 * 366)
 ALLOWED_FREQ = ("DAILY", "WEEKLY", "MONTHLY")
 KEY_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -44,8 +48,8 @@ class SeriesUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: Literal["all", "following"] = "all"
     from_occurrence: str | None = Field(default=None, description="occurrence_key, for scope=following")
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: IsoDateTime | None = None
+    end: IsoDateTime | None = None
     rrule: str | None = Field(default=None, min_length=6, max_length=500)
     note: str | None = Field(default=None, max_length=1000)
     conflict: Literal["fail", "skip"] = "fail"
@@ -74,17 +78,66 @@ class SeriesResult(BaseModel):
     cancelled: list[OccurrenceResult] = []
 
 
-def expand(rule: str, dtstart_local: datetime, until_local: datetime | None = None) -> list[datetime]:
-    """Local naive starts of the rule; 422 for a rule that does not parse or is too long."""
+def _calendar(year: int) -> tuple[int, bool]:
+    return date(year, 1, 1).weekday(), calendar.isleap(year)
+
+
+def _twin_offset(first: int, last: int) -> int:
+    """Years to add to `first..last` so they land on years with the very same calendars (weekday of
+    1 January and leap year, for them and their neighbours: ISO weeks too), as close before
+    `MAXYEAR` as possible.
+
+    dateutil walks a rule period by period and, when no candidate comes any more (e.g.
+    FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30), only stops at year 9999: seconds of CPU. Expanded on
+    these twin years, the walk meets `MAXYEAR` a few years after the horizon, whatever the rule.
+    """
+    span = range(first - 1, last + 2)
+    want = [_calendar(y) for y in span]
+    for offset in range(MAXYEAR - 1 - span[-1], 0, -1):
+        if all(_calendar(y + offset) == w for y, w in zip(span, want, strict=True)):
+            return offset
+    return 0  # not reached: the Gregorian calendar repeats every 400 years
+
+
+def expand(
+    rule: str, dtstart_local: datetime, until_local: datetime | None = None, *, horizon: timedelta = HORIZON
+) -> list[datetime]:
+    """Local naive starts of the rule, in a bounded time whatever the rule says.
+
+    422: a rule that does not parse (`bad_rrule`), has more than `MAX_OCCURRENCES` occurrences
+    (`too_many_occurrences`), runs past `horizon` after its first occurrence (`rrule_too_long`)
+    or has no occurrence at all (`rrule_empty`)."""
     text = rule.strip().removeprefix("RRULE:")
     parts = dict(p.split("=", 1) for p in text.upper().split(";") if "=" in p)
     if parts.get("FREQ") not in ALLOWED_FREQ:
         raise Invalid("bad_rrule", f"FREQ must be one of {', '.join(ALLOWED_FREQ)}", field="rrule")
     if "DTSTART" in text.upper():
         raise Invalid("bad_rrule", "give the first occurrence in start/end, not DTSTART", field="rrule")
+    if "BYEASTER" in parts:
+        raise Invalid("bad_rrule", "BYEASTER is not part of RFC 5545", field="rrule")
+    end = dtstart_local + horizon
+    if end.year >= MAXYEAR - 2:
+        raise Invalid("bad_rrule", "the first occurrence is too far ahead", field="rrule")
+    offset = _twin_offset(dtstart_local.year, end.year)
     try:
-        rule_obj = rrulestr(text, dtstart=dtstart_local)
-        occurrences = list(islice(iter(rule_obj), MAX_OCCURRENCES + 1))
+        parsed = rrulestr(text, dtstart=dtstart_local)
+        if not isinstance(parsed, rrule):
+            raise ValueError("one RRULE only")
+        own_until: datetime | None = vars(parsed).get("_until")  # dateutil keeps UNTIL only there
+        twin_until = None
+        if own_until is not None and own_until <= end:
+            twin_until = own_until.replace(year=own_until.year + offset)
+        twin = parsed.replace(dtstart=dtstart_local.replace(year=dtstart_local.year + offset), until=twin_until)
+        occurrences: list[datetime] = []
+        beyond = False
+        twin_end = end.replace(year=end.year + offset)
+        for o in twin:
+            if o > twin_end:  # past the twin years: compared there, never mapped back
+                beyond = True
+                break
+            occurrences.append(o.replace(year=o.year - offset))
+            if len(occurrences) > MAX_OCCURRENCES:
+                break
     except (ValueError, TypeError) as exc:
         raise Invalid("bad_rrule", f"the RRULE does not parse: {exc}", field="rrule") from None
     if len(occurrences) > MAX_OCCURRENCES:
@@ -94,9 +147,45 @@ def expand(rule: str, dtstart_local: datetime, until_local: datetime | None = No
             field="rrule",
             limit=MAX_OCCURRENCES,
         )
+    if beyond:
+        raise Invalid(
+            "rrule_too_long",
+            f"a series spans at most {horizon.days} days: add COUNT or UNTIL",
+            field="rrule",
+            limit_days=horizon.days,
+        )
     if until_local is not None:
         occurrences = [o for o in occurrences if o < until_local]
+    if not occurrences and until_local is None:
+        raise Invalid("rrule_empty", f"the rule has no occurrence within {horizon.days} days", field="rrule")
     return occurrences
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A rule expanded for a first occurrence in a zone (local naive starts)."""
+
+    timezone: str
+    dtstart_local: datetime
+    starts: list[datetime]
+
+
+def preflight(session: Session, principal: Principal, data: SeriesCreate) -> Expanded | None:
+    """Expand a new series' rule on a read session, before the write transaction is taken, so a
+    rule that is refused (422) never holds the writers up. None when the resource is not one the
+    caller sees: the service refuses it, with nothing said about the rule first."""
+    ctx = _load_ctx(session, data.resource)
+    if ctx is None or not can_see(principal, ctx):
+        return None
+    local_start = data.start.astimezone(ctx.rules.tz).replace(tzinfo=None)
+    return Expanded(ctx.site.timezone, local_start, expand(data.rrule, local_start))
+
+
+def _load_ctx(session: Session, key: str) -> ResourceCtx | None:
+    try:
+        return load_resource(session, key)
+    except NotFound:
+        return None
 
 
 def localize(naive: datetime, tz: ZoneInfo) -> datetime | None:
@@ -180,14 +269,19 @@ def create_series(
     now: datetime | None = None,
     *,
     policies: BookingPolicies = NO_POLICIES,
+    expanded: Expanded | None = None,
 ) -> SeriesResult:
+    """Book every occurrence. `expanded` is the rule as `preflight` expanded it before the write
+    transaction began; it is expanded again here only if the resource's zone says otherwise."""
     now = now or utcnow()
     draft = service.prepare(session, principal, data, now)
     ctx = draft.ctx
     tz = ctx.rules.tz
     local_start = draft.start.astimezone(tz).replace(tzinfo=None)
     local_end = draft.end.astimezone(tz).replace(tzinfo=None)
-    starts = expand(data.rrule, local_start)
+    if expanded is None or expanded.timezone != ctx.site.timezone or expanded.dtstart_local != local_start:
+        expanded = Expanded(ctx.site.timezone, local_start, expand(data.rrule, local_start))
+    starts = expanded.starts
     series = Series(
         resource_id=ident(ctx.resource),
         planner_id=principal.user_id,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -32,7 +32,8 @@ from core import audit, outbox
 from core.auth import Principal
 from core.db import ident, is_sqlite, utcnow
 from core.errors import AppError, Conflict, Forbidden, Invalid
-from core.models import User
+from core.models import Role, RoleGrant, User
+from core.types import IsoDate, IsoDateTime
 
 # The orchestration below, and (re-exported for former callers of bms.service) BookingPolicies,
 # NO_POLICIES, PendingChange, ReservationPublic, check_in_on_entry, check_quotas, get_visible,
@@ -78,8 +79,8 @@ class ReservationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     resource: str = Field(min_length=1, max_length=63)
-    start: AwareDatetime
-    end: AwareDatetime
+    start: IsoDateTime
+    end: IsoDateTime
     beneficiaries: list[int] = Field(default_factory=list, max_length=200)
     places: int = Field(default=1, ge=1, le=10_000)
     note: str = Field(default="", max_length=1000)
@@ -109,10 +110,28 @@ def _beneficiaries(session: Session, ids: list[int], ctx: ResourceCtx) -> list[i
             limit=ctx.rules.max_beneficiaries,
         )
     if unique:
-        found = set(session.exec(select(User.id).where(col(User.id).in_(unique), User.is_active)).all())
+        # Residents of the resource's site only (whoever books, a manager or an admin too). One
+        # answer for an id that does not exist and for a person of another site: no probing.
+        found = set(
+            session.exec(
+                select(User.id)
+                .join(RoleGrant, col(RoleGrant.user_id) == User.id)
+                .where(
+                    col(User.id).in_(unique),
+                    User.is_active,
+                    col(RoleGrant.role) == Role.resident.value,
+                    col(RoleGrant.site_id) == ctx.site.id,
+                )
+            ).all()
+        )
         missing = [i for i in unique if i not in found]
         if missing:
-            raise Invalid("unknown_beneficiary", f"no active user {missing[0]}", field="beneficiaries", unknown=missing)
+            raise Invalid(
+                "unknown_beneficiary",
+                f"{missing[0]} is not a resident of this site",
+                field="beneficiaries",
+                unknown=missing,
+            )
     return unique
 
 
@@ -449,7 +468,7 @@ def cancel(
 
 class DuplicateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dates: list[date] = Field(default_factory=list, max_length=100, description="local dates; same local times")
+    dates: list[IsoDate] = Field(default_factory=list, max_length=100, description="local dates; same local times")
     resources: list[str] = Field(default_factory=list, max_length=50, description="other resource keys")
 
 

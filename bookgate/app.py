@@ -22,7 +22,8 @@ from bookgate.routes import sites as site_routes
 from bookgate.routes.sites import MAX_SITE_FILE
 from config import Settings, get_settings
 from core.db import make_engine
-from core.errors import install_error_handlers
+from core.deps import SecurityHeaders
+from core.errors import ERROR_RESPONSES, install_error_handlers
 from core.limits import BodyLimit
 from core.routes import auth as auth_routes
 from core.routes import users as user_routes
@@ -123,6 +124,8 @@ def create_app(
         ],
     )
 
+    app.add_middleware(SecurityHeaders)  # outermost: nosniff and referrer policy on every response
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -145,11 +148,11 @@ def create_app(
             {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
         )
 
-    app.include_router(auth_routes.router)
-    app.include_router(user_routes.router)
-    app.include_router(site_routes.router)
-    app.include_router(bms_api.router)
-    app.include_router(moderation_api.router)
-    app.include_router(access_api.router)
+    app.include_router(auth_routes.router, responses=ERROR_RESPONSES)
+    app.include_router(user_routes.router, responses=ERROR_RESPONSES)
+    app.include_router(site_routes.router, responses=ERROR_RESPONSES)
+    app.include_router(bms_api.router, responses=ERROR_RESPONSES)
+    app.include_router(moderation_api.router, responses=ERROR_RESPONSES)
+    app.include_router(access_api.router, responses=ERROR_RESPONSES)
     app.include_router(portal_router)
     return app

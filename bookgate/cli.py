@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -37,8 +38,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host, port = args.host or settings.host, args.port or settings.port
     print(f"Bookgate portal: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **proxy_options(settings))
     return 0
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy handling, from BOOKGATE_TRUSTED_PROXIES only. uvicorn would otherwise believe
+    X-Forwarded-For from 127.0.0.1 (and from FORWARDED_ALLOW_IPS): anything on the machine could
+    then pick its client address, defeating the per-address login limit and forging the audit's.
+    Empty (the default): no proxy header is read, the client address is the socket's."""
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    if not proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -190,17 +202,30 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Walk the chain against the signed checkpoint (var_dir/audit-checkpoint, outside the database);
+    when all is intact, move the checkpoint to the head. Run it periodically (cron, a timer)."""
     from core import audit
     from core.db import read_session
 
     engine = _engine(settings)
+    path = settings.ensure_var_dir() / audit.CHECKPOINT_FILE
+    secret = settings.effective_secret_key()
+    try:
+        checkpoint = audit.read_checkpoint(path, audit.checkpoint_key(secret))
+    except audit.CheckpointError as exc:
+        return _fail(f"{exc}: the checkpoint was tampered with or the secret key changed", code=1)
     with read_session(engine) as s:
-        result = audit.verify(s)
+        result = audit.verify(s, key=audit.chain_key(secret), checkpoint=checkpoint)
     if result.ok:
-        print(f"audit chain intact: {result.checked} rows")
+        if result.head is not None:
+            audit.write_checkpoint(path, result.head, audit.checkpoint_key(secret))
+        since = "no checkpoint before" if checkpoint is None else f"checkpoint had {checkpoint.rows}"
+        print(f"audit chain intact: {result.checked} rows ({since}); checkpoint written to {path}")
         return 0
+    if result.problem == "truncated":
+        return _fail(f"audit trail truncated: {result.reason}", code=1)
     return _fail(
-        f"audit chain broken at row {result.first_bad_id}: {result.reason} "
+        f"audit chain broken at row {result.first_bad_id} (rewritten): {result.reason} "
         f"({result.checked} rows before it are intact)",
         code=1,
     )

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in var_dir")
     mqtt_url: str = Field(default="", description="mqtt(s)://user:pass@host:port; empty = embedded")
     secret_key: str = Field(default="", description="Empty = generated once into var_dir/secret_key")
+    credential_key: str = Field(
+        default="",
+        description="Key material for PINs and BLE keys at rest (encryption and lookup HMAC); "
+        "empty = derived from the secret key. Changing it makes stored PINs and BLE keys unreadable",
+    )
     locale: str = "en"
     timezone: str = "UTC"
     host: str = "127.0.0.1"
@@ -30,9 +35,21 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id passes (RFC 9106 low-memory profile)")
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8, description="Argon2id memory per hash, KiB")
     argon2_parallelism: int = Field(default=4, ge=1, le=64)
-    login_window_seconds: int = Field(default=15 * 60, ge=1)
-    login_max_failures_per_account: int = Field(default=5, ge=1)
-    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_seconds: int = Field(default=15 * 60, ge=1, description="how long a failed login counts")
+    login_max_failures_per_account_address: int = Field(
+        default=5, ge=1, description="failed logins per (account, client address) in the window before a 429"
+    )
+    login_max_failures_per_account: int = Field(
+        default=50, ge=1, description="ceiling of failed logins per account from all addresses in the window"
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="failed logins per client address over all accounts in the window"
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses/networks of reverse proxies whose X-Forwarded-For/-Proto "
+        "headers are believed ('*' = any); empty = none, the client address is the socket's",
+    )
 
     scheduler: bool = Field(default=True, description="run the periodic jobs (expiries...) in this process")
     expiry_every_seconds: int = Field(default=60, ge=1)
@@ -78,7 +95,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.var_dir / 'core.db').resolve()}"
 
     def ensure_var_dir(self) -> Path:
-        self.var_dir.mkdir(parents=True, exist_ok=True)
+        """The var dir, private to the service's user (0700): it holds the database and the keys."""
+        self.var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.var_dir.stat().st_mode & 0o077:
+            try:
+                os.chmod(self.var_dir, 0o700)  # also tightens a var dir made before this rule
+            except PermissionError:
+                pass  # not ours to change: the owner decided
         return self.var_dir
 
     def effective_secret_key(self) -> str:

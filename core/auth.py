@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
-from sqlalchemy import Engine, func
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Engine, func, text
 from sqlmodel import Session, col, delete, select, update
 
 from config import Settings
 from core import audit
 from core.audit import Actor
-from core.db import ident, utcnow, write_session
+from core.db import ident, is_sqlite, read_session, utcnow, write_session
 from core.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
 from core.models import (
     ApiKey,
@@ -24,7 +27,16 @@ from core.models import (
     User,
     Venue,
 )
-from core.security import MIN_PASSWORD_LENGTH, PasswordHashing, hashing_for, new_token, token_hash
+from core.security import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordHashing,
+    WeakPassword,
+    check_password,
+    hashing_for,
+    new_token,
+    token_hash,
+)
 
 # ---------------------------------------------------------------- principals
 
@@ -133,27 +145,54 @@ def _normal_email(email: str) -> str:
     return email.strip().lower()
 
 
+def _failures(s: Session, *where: Any) -> int:
+    return int(s.exec(select(func.count()).select_from(LoginAttempt).where(*where)).one())
+
+
+def _throttled_by(s: Session, settings: Settings, email: str, client_addr: str, since: datetime) -> str | None:
+    """Which limit a new attempt would pass, if any. Failures are counted per (account, address)
+    first, so one address guessing cannot lock the owner out from another; the per-account ceiling
+    (much higher) bounds a guessing spread over many addresses, and the per-address one bounds an
+    address spraying many accounts (OWASP Authentication Cheat Sheet, "Login Throttling")."""
+    recent = col(LoginAttempt.at) > since
+    same_account, same_address = col(LoginAttempt.email) == email, col(LoginAttempt.client_addr) == client_addr
+    if _failures(s, same_account, same_address, recent) >= settings.login_max_failures_per_account_address:
+        return "account_address"
+    if _failures(s, same_account, recent) >= settings.login_max_failures_per_account:
+        return "account"
+    if _failures(s, same_address, recent) >= settings.login_max_failures_per_address:
+        return "address"
+    return None
+
+
+def _serialize_attempts(s: Session, email: str, client_addr: str) -> None:
+    """Make count-then-insert atomic per account and per address. SQLite: write transactions are
+    already serialized by the writer lock. PostgreSQL: transaction-scoped advisory locks on the
+    account and on the address (always in that order, so two attempts cannot deadlock)."""
+    if is_sqlite(s):
+        return
+    for key in (f"login:{email}", f"login-addr:{client_addr}"):
+        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+
+
 def login(engine: Engine, settings: Settings, email: str, password: str, client_addr: str) -> TokenOut:
-    """Check the rate limits, then the password; every failure is counted and audited."""
+    """Check the rate limits, then the password; every failure is counted and audited.
+
+    The Argon2id verification (tens to hundreds of milliseconds, by design) runs outside any write
+    transaction, so failed logins never hold the database's writer lock (SQLite) while hashing. It
+    is framed by two short write transactions: the first checks the limits and counts the attempt
+    as a failure in advance (so concurrent guesses cannot all pass the check before any of them is
+    counted), the second records the outcome: a failure keeps that row and is audited, a success
+    removes this (account, address)'s failures and opens the session."""
     email = _normal_email(email)
     now = utcnow()
     window_start = now - timedelta(seconds=settings.login_window_seconds)
     with write_session(engine) as s:
-        per_account = s.exec(
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(col(LoginAttempt.email) == email, col(LoginAttempt.at) > window_start)
-        ).one()
-        per_address = s.exec(
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(col(LoginAttempt.client_addr) == client_addr, col(LoginAttempt.at) > window_start)
-        ).one()
-        if (
-            per_account >= settings.login_max_failures_per_account
-            or per_address >= settings.login_max_failures_per_address
-        ):
-            audit.record(s, Actor(None, email, client_addr), "auth.login_throttled", "user", email)
+        _serialize_attempts(s, email, client_addr)
+        limit = _throttled_by(s, settings, email, client_addr, window_start)
+        if limit is not None:
+            audit.record(s, Actor(None, email, client_addr), "auth.login_throttled", "user", email, limit=limit)
             raise AppError(
                 "too_many_attempts",
                 "too many failed logins; try again later",
@@ -161,24 +200,35 @@ def login(engine: Engine, settings: Settings, email: str, password: str, client_
                 headers={"Retry-After": str(settings.login_window_seconds)},
                 keep=True,  # the throttling is audited, not rolled back with the refusal
             )
+        s.add(LoginAttempt(email=email, client_addr=client_addr, at=now))
+    with read_session(engine) as s:
+        found = s.exec(select(User).where(col(User.email) == email)).first()
+    hashing = hashing_for(settings)
+    stored_hash = found.password_hash if found else None
+    ok = hashing.verify(stored_hash, password)  # outside any transaction
+    new_hash = hashing.hash(password) if ok and stored_hash and hashing.needs_rehash(stored_hash) else None
+    with write_session(engine) as s:
         user = s.exec(select(User).where(col(User.email) == email)).first()
-        hashing = hashing_for(settings)
-        ok = hashing.verify(user.password_hash if user else None, password)
-        if not ok or user is None or not user.is_active:
-            s.add(LoginAttempt(email=email, client_addr=client_addr, at=now))
-            reason = "bad_credentials" if not ok or user is None else "disabled"
+        # the account may have changed while the password was being checked: the check stands
+        # only for the hash it was made against, on an account still active
+        if not ok or user is None or not user.is_active or user.password_hash != stored_hash:
+            reason = "disabled" if ok and user is not None and not user.is_active else "bad_credentials"
             audit.record(s, Actor(None, email, client_addr), "auth.login_failed", "user", email, reason=reason)
-            raise Unauthorized(  # keep=True: the failure is counted, not rolled back with the refusal
+            raise Unauthorized(  # keep=True: the failure stays counted, not rolled back with the refusal
                 "bad_credentials",
                 "wrong email or password, or the account is disabled",
                 headers={"WWW-Authenticate": "Bearer"},
                 keep=True,
             )
-        if hashing.needs_rehash(user.password_hash or ""):
-            user.password_hash = hashing.hash(password)
-        s.exec(delete(LoginAttempt).where(col(LoginAttempt.email) == email))
+        if new_hash is not None:
+            user.password_hash = new_hash
+        # this attempt and the earlier failures of this account from this address; failures from
+        # other addresses still count towards the account's ceiling
+        s.exec(
+            delete(LoginAttempt).where(col(LoginAttempt.email) == email, col(LoginAttempt.client_addr) == client_addr)
+        )
         token = new_token("bgs")
-        expires = now + timedelta(minutes=settings.session_ttl_minutes)
+        expires = utcnow() + timedelta(minutes=settings.session_ttl_minutes)
         s.add(
             AuthSession(user_id=ident(user), token_hash=token_hash(token), expires_at=expires, client_addr=client_addr)
         )
@@ -222,6 +272,24 @@ class RoleIn(BaseModel):
         return self
 
 
+def _policy(password: str | None) -> str | None:
+    """The password policy (`core.security.check_password`) as a validation error whose code is the
+    reason (422: {"field": "password", "code": "password_common", ...})."""
+    if password is not None:
+        try:
+            check_password(password)
+        except WeakPassword as exc:
+            raise PydanticCustomError(exc.code, exc.message) from None
+    return password
+
+
+Password = Annotated[
+    str | None,
+    AfterValidator(_policy),
+    Field(description=f"{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters, not a common one"),
+]
+
+
 class UserBase(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     unit: str | None = Field(default=None, max_length=60)
@@ -231,7 +299,7 @@ class UserBase(BaseModel):
 class UserCreate(UserBase):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr
-    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    password: Password = None
     roles: list[RoleIn] = []
 
 
@@ -240,7 +308,7 @@ class UserUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     unit: str | None = Field(default=None, max_length=60)
     locale: str | None = Field(default=None, pattern=r"^(en|fr|de)$")
-    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    password: Password = None
     is_active: bool | None = None
     roles: list[RoleIn] | None = None
 

@@ -6,7 +6,8 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -98,13 +99,52 @@ WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function"
 ClientAddr = Annotated[str, Depends(client_addr)]
 
 
+SESSION_COOKIE = "bookgate_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def same_origin(request: Request) -> bool | None:
+    """Whether the browser says the request comes from this very host: by its ``Origin`` header,
+    else its ``Referer``, else its ``Sec-Fetch-Site``; None when it says nothing at all."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin:
+        return origin != "null" and urlsplit(origin).netloc == request.url.netloc
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site:
+        return fetch_site == "same-origin"
+    return None
+
+
+def check_cookie_origin(request: Request) -> None:
+    """Refuse a state-changing request (POST, PUT, PATCH, DELETE...) authenticated by the portal's
+    session cookie unless it demonstrably comes from this host: 403 ``bad_origin``.
+
+    SameSite=Lax already keeps the cookie off most cross-site requests, but not off those from a
+    sibling subdomain (same site, other origin) nor off old browsers. A request whose Origin,
+    Referer and Sec-Fetch-Site are all absent is refused too: every browser that sends cookies on an
+    unsafe request sends at least one of them (Origin on every cross-origin and every POST since
+    2020, Sec-Fetch-Site in all current engines), so only a non-browser client would send none, and
+    such a client has no reason to use the cookie: it uses the bearer header, which this check does
+    not concern (a bearer token is never sent by a browser on its own)."""
+    if request.method in SAFE_METHODS:
+        return
+    if not same_origin(request):
+        raise Forbidden(
+            "bad_origin", "a request authenticated by the session cookie must come from this site's own pages"
+        )
+
+
 def get_principal(
     request: Request,
     engine: EngineDep,
     token: Annotated[str | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, from the bearer header, else the portal's session cookie (whose unsafe requests
+    must come from this site: `check_cookie_origin`)."""
     if not token:
-        token = request.cookies.get("bookgate_session")
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            check_cookie_origin(request)
     if not token:
         raise Unauthorized("not_authenticated", "log in first", headers={"WWW-Authenticate": "Bearer"})
     with open_session(engine) as session:
@@ -127,3 +167,35 @@ def require_role(*roles: Role) -> Callable[[Principal], Principal]:
 
 
 AdminUser = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+# ---------------------------------------------------------------- response headers
+
+API_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: every response says ``X-Content-Type-Options: nosniff`` and
+    ``Referrer-Policy: same-origin`` unless the route set them itself. The portal's pages add their
+    Content-Security-Policy in `portal.layout.render` (the API docs page needs its own scripts)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in API_SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -82,6 +82,38 @@ _HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
+}
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal has this shape."""
+
+    code: str
+    message: str
+    errors: list[ErrorDetail] = []
+
+
+# Declared on every API router (bookgate.app), so the OpenAPI document says what clients may get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request"),
+        (401, "Not signed in, or the session or key is no longer valid"),
+        (403, "Signed in, but not allowed"),
+        (404, "Not found, or not visible to the caller"),
+        (405, "Method not allowed on this path"),
+        (409, "Conflict with the current state (slot taken, already decided...)"),
+        (413, "Body too large"),
+        (422, "Invalid input, with the fields at fault"),
+        (429, "Too many attempts"),
+        (503, "Busy: try again"),
+    )
 }
 
 

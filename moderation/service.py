@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -37,6 +37,7 @@ from core.auth import Principal
 from core.db import ident, is_sqlite, utcnow
 from core.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from core.models import User, Venue
+from core.types import IsoDateTime
 from moderation.models import ChangeProposal
 
 # ---------------------------------------------------------------- schemas
@@ -47,13 +48,13 @@ class Decision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     note: str = Field(default="", max_length=500)
-    version: AwareDatetime | None = None
+    version: IsoDateTime | None = None
 
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=500, description="shown to the requester")
-    version: AwareDatetime | None = None
+    version: IsoDateTime | None = None
 
 
 class BulkItem(BaseModel):
@@ -61,7 +62,7 @@ class BulkItem(BaseModel):
     reservation_id: int
     action: Literal["approve", "reject"]
     reason: str = Field(default="", max_length=500)
-    version: AwareDatetime | None = None
+    version: IsoDateTime | None = None
 
     @model_validator(mode="after")
     def _reason(self) -> BulkItem:
@@ -85,11 +86,11 @@ class BulkResult(BaseModel):
 
 class ProposalCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: AwareDatetime
-    end: AwareDatetime
+    start: IsoDateTime
+    end: IsoDateTime
     unit: str | None = Field(default=None, description="a unit key of the same resource; default: the request's")
     reason: str = Field(min_length=1, max_length=500)
-    version: AwareDatetime | None = None
+    version: IsoDateTime | None = None
 
 
 class ProposalPublic(BaseModel):

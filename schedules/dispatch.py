@@ -24,7 +24,7 @@ from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, col, select, update
 
 from access.desired import DoorGrant
-from access.models import Controller, Credential, Door, Transition
+from access.models import Controller, Credential, Door, Transition, plain_value
 from access.protocol import Command, CommandResult, Grant, Revoke
 from access.service import state_for_doors
 from core import audit
@@ -113,10 +113,9 @@ def _command(
     command_id = f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}"
     if cred.revoked_at is None and grants:
         g = grants[0]  # the earliest window still to come or under way
-        return Grant(
-            command_id, door.output, cred.value, label, g.valid_from, g.valid_until, credential_format=cred.format
-        )
-    return Revoke(command_id, door.output, cred.value, cred.format)
+        value = plain_value(cred)  # decrypted only here, to be sent
+        return Grant(command_id, door.output, value, label, g.valid_from, g.valid_until, credential_format=cred.format)
+    return Revoke(command_id, door.output, plain_value(cred), cred.format)
 
 
 def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[int, Command | None]:

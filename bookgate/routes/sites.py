@@ -79,7 +79,10 @@ async def import_site_config(request: Request, admin: AdminUser, engine: EngineD
         raise Invalid(
             "bad_site_file",
             f"{len(exc.errors)} error(s) in the site file",
-            errors=[{"field": e.split(": ", 1)[0], "message": e.split(": ", 1)[-1]} for e in exc.errors],
+            errors=[
+                {"field": e.split(": ", 1)[0], "code": "bad_site_file", "message": e.split(": ", 1)[-1]}
+                for e in exc.errors
+            ],
         ) from None
     report = await run_in_threadpool(apply_site_file, engine, doc, admin.actor, source="api")
     return report.as_dict()

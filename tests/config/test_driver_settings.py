@@ -95,7 +95,7 @@ def test_http_import_refuses_a_bad_setting(client, admin_headers, engine):
     r = client.post("/api/v1/site-config", content=yaml.safe_dump(_bad_doorip()), headers=admin_headers)
     assert r.status_code == 422 and r.json()["code"] == "bad_site_file"
     field, message = DOORIP.split(": ", 1)
-    assert r.json()["errors"] == [{"field": field, "message": message}]
+    assert r.json()["errors"] == [{"field": field, "code": "bad_site_file", "message": message}]
     assert _controllers(engine) == 0
 
 

@@ -137,7 +137,7 @@ def test_import_over_http(client, admin_headers, engine):
     r = client.post("/api/v1/site-config", content=yaml.safe_dump(bad), headers=admin_headers)
     assert r.status_code == 422 and r.json()["code"] == "bad_site_file"
     assert r.json()["errors"] == [
-        {"field": "sites.0.doors.0.controller", "message": "no controller 'nope' in this site"}
+        {"field": "sites.0.doors.0.controller", "code": "bad_site_file", "message": "no controller 'nope' in this site"}
     ]
     r = client.post("/api/v1/site-config", content=b"\xff\xfe", headers=admin_headers)
     assert r.status_code == 422

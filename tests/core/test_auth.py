@@ -80,7 +80,7 @@ def test_disabling_a_user_revokes_sessions_and_blocks_login(client, make_user, a
 
 def test_rate_limit_per_account(client, make_user, settings, engine):
     user, password = make_user()
-    for _ in range(settings.login_max_failures_per_account):
+    for _ in range(settings.login_max_failures_per_account_address):
         r = client.post("/api/v1/auth/token", data={"username": user.email, "password": "wrong-password"})
         assert r.status_code == 401
     # Even the right password is refused while the account is throttled.
@@ -112,10 +112,10 @@ def test_rate_limit_per_address(client, make_user, settings, engine):
 
 def test_success_clears_the_account_failures(client, make_user, settings):
     user, password = make_user()
-    for _ in range(settings.login_max_failures_per_account - 1):
+    for _ in range(settings.login_max_failures_per_account_address - 1):
         client.post("/api/v1/auth/token", data={"username": user.email, "password": "wrong-password"})
     login(client, user.email, password)
-    for _ in range(settings.login_max_failures_per_account - 1):
+    for _ in range(settings.login_max_failures_per_account_address - 1):
         r = client.post("/api/v1/auth/token", data={"username": user.email, "password": "wrong-password"})
         assert r.status_code == 401
 

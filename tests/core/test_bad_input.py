@@ -98,3 +98,12 @@ def test_a_duplicate_to_a_bad_resource_key_is_422(client, admin_headers):
 @pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/moderation/decisions"), ("PATCH", "/api/v1/users/me")])
 def test_a_known_path_with_the_wrong_method_is_405(client, admin_headers, method, path):
     assert client.request(method, path, json={}, headers=admin_headers).status_code == 405
+
+
+def test_numbers_are_not_read_as_dates_or_times(client, admin_headers):
+    r = client.get("/api/v1/resources/court-1/availability?from=0.5&to=1.5", headers=admin_headers)
+    assert r.status_code == 422 and "ISO 8601" in r.text
+    r = client.post(
+        "/api/v1/reservations", json={"resource": "court-1", "start": 0, "end": 3600}, headers=admin_headers
+    )
+    assert r.status_code == 422 and "ISO 8601" in r.text
