@@ -115,6 +115,8 @@ def expand(
         raise Invalid("bad_rrule", "give the first occurrence in start/end, not DTSTART", field="rrule")
     if "BYEASTER" in parts:
         raise Invalid("bad_rrule", "BYEASTER is not part of RFC 5545", field="rrule")
+    if dtstart_local.year < 1900:
+        raise Invalid("bad_rrule", "the first occurrence is too far in the past", field="start")
     end = dtstart_local + horizon
     if end.year >= MAXYEAR - 2:
         raise Invalid("bad_rrule", "the first occurrence is too far ahead", field="rrule")

@@ -107,3 +107,12 @@ def test_numbers_are_not_read_as_dates_or_times(client, admin_headers):
         "/api/v1/reservations", json={"resource": "court-1", "start": 0, "end": 3600}, headers=admin_headers
     )
     assert r.status_code == 422 and "ISO 8601" in r.text
+
+
+@pytest.mark.parametrize("year", ["0001", "9999"])
+def test_bookings_and_series_at_the_calendar_edges_are_client_errors(client, admin_headers, year):
+    body = {"resource": "court-1", "start": f"{year}-01-01T10:00:00+00:00", "end": f"{year}-01-01T11:00:00+00:00"}
+    # an admin is not held to the booking notice: the far future may be booked, but nothing breaks
+    assert client.post("/api/v1/reservations", json=body, headers=admin_headers).status_code < 500
+    series = {**body, "rrule": "FREQ=WEEKLY;COUNT=2"}
+    assert client.post("/api/v1/series", json=series, headers=admin_headers).status_code < 500
