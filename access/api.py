@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from access import events, service
 from access.decisions import DecisionIndex
-from access.models import Controller, Door, lookup_token
+from access.models import Controller, Door
 from access.protocol import DoorEvent
 from access.supervision import ControllerPublic
 from core.db import ident, utcnow
@@ -141,8 +141,6 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         raise NotFound("door_not_found", f"no door {data.door!r}", field="door")
     now = utcnow()
     value = data.value.strip().replace(":", "").replace(" ", "") if data.kind == "badge" else data.value
-    # PINs and BLE keys are stored as a keyed hash (`access.models.lookup_token`): compare and log that
-    value = lookup_token(data.kind, value)
     decision = index.decide(ident(row), data.kind, value, now, (data.spelling,))
     ctl = session.get(Controller, row.controller_id)
     event = events.record(

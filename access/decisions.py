@@ -26,7 +26,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select
 
 from access.desired import ONLINE
-from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource
+from access.models import AccessChange, AccessWindow, Controller, Credential, Door, DoorResource, lookup_token
 from access.protocol import card_spellings, presented_key
 from core.db import ident, read_session, utcnow
 
@@ -292,8 +292,8 @@ class DecisionIndex:
 
     def find(self, kind: str, value: str, spellings: tuple[str, ...] = ("hex",)) -> _Cred | None:
         """The live credential a presented value names (badges: in each spelling the reader may use)."""
-        if kind != "badge":
-            return self._creds.get((kind, value))
+        if kind != "badge":  # PINs and BLE keys are indexed by their keyed token, as stored
+            return self._creds.get((kind, lookup_token(kind, value)))
         for spelling in spellings:
             key = presented_key(spelling, value)
             cred = self._creds.get((f"badge:{spelling}", key)) if key is not None else None

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import case
 from sqlmodel import Session, col, select
 
-from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource
+from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource, lookup_token
 from access.protocol import DoorEvent, presented_key
 from core.auth import Principal
 from core.db import ident
@@ -58,9 +58,10 @@ def _door_for(session: Session, controller: Controller, output: int | None) -> D
 def credential_for(session: Session, kind: str, value: str, spellings: tuple[str, ...] = ("hex",)) -> Credential | None:
     """The credential a reader's string names. Badges are tried in each spelling the reader may use
     (the controller's driver says which); other kinds are compared as stored."""
-    if kind != "badge":
+    if kind != "badge":  # PINs and BLE keys are stored as a keyed token (`lookup_token`), never in clear
+        token = lookup_token(kind, value)
         return session.exec(
-            select(Credential).where(col(Credential.kind) == kind, col(Credential.value) == value)
+            select(Credential).where(col(Credential.kind) == kind, col(Credential.value) == token)
         ).first()
     for spelling in spellings:
         key = presented_key(spelling, value)
@@ -132,9 +133,7 @@ def record(
         door_id=door.id if door else None,
         kind=event.kind,
         # A card UID is an identifier; a PIN or a QR secret is never written down.
-        presented=event.credential_uid[:128]
-        if event.credential_uid and credential_kind in ("badge", "ble", "key")
-        else None,
+        presented=event.credential_uid[:128] if event.credential_uid and credential_kind in ("badge", "key") else None,
         credential_id=cred.id if cred else None,
         user_id=cred.user_id if cred else None,
         source=source,
