@@ -320,19 +320,7 @@ def start_drivers(
     """One driver per kind of the active controllers in the database, from the registry's factories.
 
     None when no kind present can run here (no controller, or no broker configured for them)."""
-    return start_host(
-        engine, DriverContext(mqtt_url=settings.mqtt_url), decisions, listeners=listeners, registry=registry
-    )
-
-
-def start_host(
-    engine: Engine,
-    context: DriverContext,
-    decisions: DecisionIndex | None = None,
-    *,
-    listeners: EntryListeners | None = None,
-    registry: DriverRegistry = REGISTRY,
-) -> DriverHost | None:
+    context = DriverContext(mqtt_url=settings.mqtt_url)
     with read_session(engine) as s:
         rows = s.exec(select(Controller).where(Controller.active).order_by(col(Controller.key))).all()
     by_kind: dict[str, list[tuple[str, Any]]] = defaultdict(list)

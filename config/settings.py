@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SUPPORTED_LOCALES = ("en", "fr", "de")
@@ -16,6 +16,7 @@ SUPPORTED_LOCALES = ("en", "fr", "de")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKGATE_", env_file=".env", extra="ignore", validate_default=True)
+    _secret_file_key: str | None = PrivateAttr(default=None)
 
     var_dir: Path = Field(default=Path("var"), description="Where the SQLite file and the key live")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in var_dir")
@@ -105,9 +106,15 @@ class Settings(BaseSettings):
         return self.var_dir
 
     def effective_secret_key(self) -> str:
-        """The configured key, or one generated with `secrets` on first use and kept 0600."""
+        """The configured key, or one generated with `secrets` on first use and kept 0600. Read
+        once per settings object: the audit chain and the credential keys ask on every write."""
         if self.secret_key:
             return self.secret_key
+        if self._secret_file_key is None:
+            self._secret_file_key = self._read_or_create_key()
+        return self._secret_file_key
+
+    def _read_or_create_key(self) -> str:
         path = self.ensure_var_dir() / "secret_key"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

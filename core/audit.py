@@ -83,24 +83,13 @@ def _derive(secret: str, label: bytes) -> bytes:
     return hmac.new(secret.encode(), label, hashlib.sha256).digest()
 
 
-def _settings_secret() -> str:
-    """The settings' secret key, read from its file once per settings (not on every audited write)."""
-    settings = get_settings()
-    return _secret_from(settings.secret_key, str(settings.var_dir))
-
-
-@lru_cache(maxsize=8)
-def _secret_from(configured: str, var_dir: str) -> str:
-    return get_settings().effective_secret_key()
-
-
 def chain_key(secret: str | None = None) -> bytes:
     """The key rows are chained with: from `secret`, else from the settings' secret key."""
-    return _derive(_settings_secret() if secret is None else secret, _CHAIN_LABEL)
+    return _derive(get_settings().effective_secret_key() if secret is None else secret, _CHAIN_LABEL)
 
 
 def checkpoint_key(secret: str | None = None) -> bytes:
-    return _derive(_settings_secret() if secret is None else secret, _CHECKPOINT_LABEL)
+    return _derive(get_settings().effective_secret_key() if secret is None else secret, _CHECKPOINT_LABEL)
 
 
 def _material(prev_hash: str, e: AuditEntry) -> bytes:

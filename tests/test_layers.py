@@ -82,7 +82,7 @@ def test_imports_run_one_way():
     assert _violations() == []
 
 
-def test_the_rule_catches_a_shortcut(tmp_path):
+def test_the_rule_catches_a_shortcut():
     """The checker itself: a domain importing the composition root, a driver reaching past the
     protocol, the protocol importing the kernel, are all reported."""
     assert not _allowed("bms.service", "bookgate.app")

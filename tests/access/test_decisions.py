@@ -237,20 +237,28 @@ def test_a_badge_is_found_in_the_spelling_its_reader_uses(engine, badges):
     assert index.decide(door, "badge", "c0de0000", now, ("decimal",)).reason == "unknown_credential"
 
 
-def test_a_decision_during_a_window_rewrite_never_sees_the_person_without_windows(engine, badges):
-    """`decide` reads without the lock while the log replay rewrites a source: the person's table is
-    swapped whole, so a window that stays is never missing in between."""
-    import threading
-
+def _meeting_index(engine, badges, *, visit: int):  # type: ignore[no-untyped-def]
+    """The first badge holder with an `authorized` window under way on the meeting room (source
+    visit:<visit>), and a freshly loaded index: (door, badge value, now, index)."""
     (meeting,) = _ids(engine, Resource, "meeting-room")
     (door,) = _ids(engine, Door, "meeting-room-door")
     user, _cred, value = badges[0]
     now = utcnow()
     with write_session(engine) as s:
-        _open(s, 41, meeting, [user], now, since_minutes=5)
+        _open(s, visit, meeting, [user], now, since_minutes=5)
     index = DecisionIndex()
     with read_session(engine) as s:
         index.load(s)
+    return door, value, now, index
+
+
+def test_a_decision_during_a_window_rewrite_never_sees_the_person_without_windows(engine, badges):
+    """`decide` reads without the lock while the log replay rewrites a source: the person's table is
+    swapped whole, so a window that stays is never missing in between."""
+    import threading
+
+    door, value, now, index = _meeting_index(engine, badges, visit=41)
+    with read_session(engine) as s:
         rows = s.exec(select(AccessWindow).where(AccessWindow.source_id == 41)).all()
     stop = threading.Event()
     misses = []
@@ -279,15 +287,7 @@ def test_reimporting_doors_reaches_the_decision_index(engine, badges):
     from config.site import example_path, parse_site_document
     from core.audit import SYSTEM
 
-    (meeting,) = _ids(engine, Resource, "meeting-room")
-    (door,) = _ids(engine, Door, "meeting-room-door")
-    user, _cred, value = badges[0]
-    now = utcnow()
-    with write_session(engine) as s:
-        _open(s, 51, meeting, [user], now, since_minutes=5)
-    index = DecisionIndex()
-    with read_session(engine) as s:
-        index.load(s)
+    door, value, now, index = _meeting_index(engine, badges, visit=51)
     assert index.decide(door, "badge", value, now).allowed
     doc = yaml.safe_load(example_path().read_text())
     for d in doc["sites"][0]["doors"]:
