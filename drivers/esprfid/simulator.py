@@ -146,8 +146,29 @@ class _Cards(Mapping[str, codec.UserRecord]):
 class _Link:
     """How a device reaches the broker; implemented by the solo and hub transports."""
 
+    client: mqtt.Client | None = None
+    _last_sent: mqtt.MQTTMessageInfo | None = None
+
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
-        raise NotImplementedError
+        client = self.client
+        if client is None:
+            return False
+        info = client.publish(topic, payload, qos=0, retain=retain)
+        self._last_sent = info
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def stop(self) -> None:
+        """Disconnect cleanly once what was published has reached the socket (paho writes in order,
+        and stopping its loop right after ``disconnect()`` could drop the last messages)."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        last = self._last_sent
+        if last is not None and last.rc == mqtt.MQTT_ERR_SUCCESS and not last.is_published():
+            with contextlib.suppress(RuntimeError, ValueError):
+                last.wait_for_publish(timeout=10)
+        client.disconnect()
+        client.loop_stop()
 
     def go_offline(self, device: SimulatedController) -> None:
         raise NotImplementedError
@@ -433,10 +454,6 @@ class _SoloLink(_Link):
         client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
         client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
-        client = self.client
-        return client is not None and client.publish(topic, payload, qos=0, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
-
     def go_offline(self, device: SimulatedController) -> None:
         client, self.client = self.client, None
         device.on_disconnected()
@@ -457,10 +474,7 @@ class _SoloLink(_Link):
             self.start()
 
     def stop(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+        super().stop()
         self.device.on_disconnected()
 
 
@@ -534,10 +548,6 @@ class _HubLink(_Link):
             if id(device) not in self.offline:
                 device.handle_command(bytes(msg.payload))
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
-        client = self.client
-        return client is not None and client.publish(topic, payload, qos=0, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
-
     def go_offline(self, device: SimulatedController) -> None:
         if device.config.availability and device.connected:
             device._publish(codec.AVTY, codec.OFFLINE, retain=True)  # what the broker would do with a will
@@ -549,11 +559,6 @@ class _HubLink(_Link):
         if self.ready.is_set():
             device.on_connected()
 
-    def stop(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
 
 
 @dataclass

@@ -350,7 +350,7 @@ def test_hub_mode_serves_a_thousand_devices_on_one_connection(mqtt_url: str, top
         victim.come_back()
         assert wait_until(lambda: rig.driver.snapshot("esp-0008").online is True)
         rig.fleet.stop()  # the simulator going away says so, though its disconnect is clean
-        assert wait_until(lambda: len(rig.driver.stale_controllers(datetime.now(UTC))) == 1000)
+        assert wait_until(lambda: len(rig.driver.stale_controllers(datetime.now(UTC))) == 1000, timeout=30)
     finally:
         rig.close()
 
