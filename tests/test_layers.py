@@ -19,10 +19,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "vms": {"config", "core", "access"},
     "moderation": {"config", "core", "access", "bms", "vms"},
     "drivers": {"access.protocol"},
-    "portal": {"config", "core", *DOMAINS},
-    "schedules": {"config", "core", *DOMAINS},
-    "migrations": {"config", "core", *DOMAINS},
-    "bookgate": {"config", "core", *DOMAINS, "drivers", "portal", "schedules", "migrations"},
+    "notify": {"config", "core", *DOMAINS},
+    "portal": {"config", "core", *DOMAINS, "notify"},
+    "schedules": {"config", "core", *DOMAINS, "notify"},
+    "migrations": {"config", "core", *DOMAINS, "notify"},
+    "bookgate": {"config", "core", *DOMAINS, "notify", "drivers", "portal", "schedules", "migrations"},
 }
 # modules held to a stricter rule than their package
 STRICTER: dict[str, set[str]] = {

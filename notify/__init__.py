@@ -1,0 +1,1 @@
+"""Messages reaching people: outbox delivery channels (SMTP, webhooks), templates, reminders."""
