@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
-from access import events, service
+from access import events, levels, service
 from access.decisions import DecisionIndex
 from access.models import Controller, Door
 from access.protocol import DoorEvent
@@ -17,7 +17,7 @@ from access.supervision import ControllerPublic
 from core.db import ident, utcnow
 from core.deps import AdminUser, CurrentUser, SessionDep, WriteSessionDep
 from core.errors import Forbidden, NotFound
-from core.models import Role
+from core.models import Role, User
 from core.types import IsoDateTime
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
@@ -165,3 +165,64 @@ def decide(data: DecisionRequest, request: Request, principal: AdminUser, sessio
         at=now,
         event_id=event.id if event else None,
     )
+
+
+# ---------------------------------------------------------------- access levels
+
+
+@router.get("/sites/{site}/access-levels", response_model=list[levels.LevelPublic])
+def list_levels(site: str, principal: CurrentUser, session: SessionDep) -> list[levels.LevelPublic]:
+    """A site's access levels: admins and the site's reception."""
+    return [levels.level_public(session, lv) for lv in levels.list_levels(session, principal, site)]
+
+
+@router.post("/sites/{site}/access-levels", response_model=levels.LevelPublic, status_code=status.HTTP_201_CREATED)
+def create_level(
+    site: str, data: levels.LevelCreate, principal: AdminUser, session: WriteSessionDep
+) -> levels.LevelPublic:
+    """A new level (admins). Overlapping or inverted ranges, or a door of another site: 422."""
+    return levels.level_public(session, levels.create_level(session, principal, site, data))
+
+
+@router.get("/access-levels/{level_id}", response_model=levels.LevelPublic)
+def get_level(level_id: int, principal: CurrentUser, session: SessionDep) -> levels.LevelPublic:
+    return levels.level_public(session, levels.get_level(session, principal, level_id))
+
+
+@router.put("/access-levels/{level_id}", response_model=levels.LevelPublic)
+def update_level(
+    level_id: int, data: levels.LevelIn, principal: AdminUser, session: WriteSessionDep
+) -> levels.LevelPublic:
+    """Replace a level's doors, schedule and validity (admins); its holders are re-planned."""
+    return levels.level_public(session, levels.update_level(session, principal, level_id, data))
+
+
+@router.delete("/access-levels/{level_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_level(level_id: int, principal: AdminUser, session: WriteSessionDep) -> None:
+    """Remove a level (admins): every holder's grants are revoked now."""
+    levels.delete_level(session, principal, level_id)
+
+
+@router.get("/access-levels/{level_id}/holders", response_model=list[levels.HolderPublic])
+def list_holders(level_id: int, principal: CurrentUser, session: SessionDep) -> list[levels.HolderPublic]:
+    return levels.list_holders(session, principal, level_id)
+
+
+@router.put("/access-levels/{level_id}/holders/{user_id}", response_model=levels.HolderPublic)
+def assign_level(
+    level_id: int, user_id: int, principal: CurrentUser, session: WriteSessionDep
+) -> levels.HolderPublic:
+    """Give a person a level: admins, or the site's reception for the site's people (403 otherwise)."""
+    h = levels.assign(session, principal, level_id, user_id)
+    user = session.get(User, user_id)
+    return levels.HolderPublic(user_id=h.user_id, name=user.name if user else "", origin=h.origin, active=h.active)
+
+
+@router.delete("/access-levels/{level_id}/holders/{user_id}", response_model=levels.HolderPublic)
+def unassign_level(
+    level_id: int, user_id: int, principal: CurrentUser, session: WriteSessionDep
+) -> levels.HolderPublic:
+    """Take a level from a person: revoked at once on every door it opened."""
+    h = levels.unassign(session, principal, level_id, user_id)
+    user = session.get(User, user_id)
+    return levels.HolderPublic(user_id=h.user_id, name=user.name if user else "", origin=h.origin, active=h.active)

@@ -3,7 +3,8 @@
 For `authorized` modes the gateway, not the controller, decides each presentation, so a
 revocation takes effect at the next presentation. The index holds, per credential, its owner and
 validity, and per user the windows (resource, start, end, mode, source) that have not ended; a
-decision is two dict lookups and a scan of that one user's windows. It answers exactly what
+decision is two dict lookups and a scan of that one user's windows (each on a resource, whose
+doors are looked up, or on one door: access levels, doors added to a booking, visits). It answers exactly what
 `access.desired.may_enter` answers for the same rows (a test checks the two against each other).
 
 It is kept in step with the database through `access_change`, a log that every writer of windows
@@ -66,8 +67,9 @@ class _Cred:
     valid_until: float | None
 
 
-# (resource_id, start, end, online mode, source); times as POSIX seconds for cheap comparisons
-_Win = tuple[int, float, float, bool, str]
+# (resource_id, door_id, start, end, online mode, source): one of the two targets is set (the
+# other None); times as POSIX seconds for cheap comparisons
+_Win = tuple[int | None, int | None, float, float, bool, str]
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -123,6 +125,7 @@ class DecisionIndex:
                 col(AccessWindow.source_id),
                 col(AccessWindow.user_id),
                 col(AccessWindow.resource_id),
+                col(AccessWindow.door_id),
                 col(AccessWindow.start),
                 col(AccessWindow.end),
                 col(AccessWindow.mode),
@@ -191,7 +194,9 @@ class DecisionIndex:
         for w in rows:
             if w.mode == "free":
                 continue  # a held-open door grants nobody in particular
-            by_user[w.user_id].append((w.resource_id, w.start.timestamp(), w.end.timestamp(), w.mode in ONLINE, source))
+            by_user[w.user_id].append(
+                (w.resource_id, w.door_id, w.start.timestamp(), w.end.timestamp(), w.mode in ONLINE, source)
+            )
         before = self._users_of.pop(source, set())
         for uid in before | set(by_user):
             per_user = {k: v for k, v in self._windows.get(uid, {}).items() if k != source}
@@ -267,7 +272,7 @@ class DecisionIndex:
         dropped = 0
         with self._lock:
             for uid, per_user in list(self._windows.items()):
-                ended = [source for source, wins in per_user.items() if all(w[2] <= t for w in wins)]
+                ended = [source for source, wins in per_user.items() if all(w[3] <= t for w in wins)]
                 if not ended:
                     continue
                 for source in ended:
@@ -318,11 +323,15 @@ class DecisionIndex:
         best: _Win | None = None
         for wins in tuple(self._windows.get(cred.user_id, {}).values()):
             for w in wins:
-                if w[0] in resources and w[1] <= t < w[2] and (best is None or (w[3] and not best[3])):
+                if (
+                    w[2] <= t < w[3]
+                    and (w[1] == door_id or w[0] in resources)
+                    and (best is None or (w[4] and not best[4]))
+                ):
                     best = w
         if best is None:
             return Decision(False, "no_window", cred.id, cred.user_id)
-        return Decision(True, "granted", cred.id, cred.user_id, best[4], best[3])
+        return Decision(True, "granted", cred.id, cred.user_id, best[5], best[4])
 
     def size(self) -> dict[str, int]:
         return {

@@ -16,14 +16,16 @@ from datetime import datetime
 from typing import Literal, get_args
 
 from pydantic import BaseModel
-from sqlalchemy import case
+from sqlalchemy import case, or_
 from sqlmodel import Session, col, select
 
 from access.models import AccessEvent, AccessWindow, Controller, Credential, Door, DoorResource, lookup_token
 from access.protocol import DoorEvent, presented_key
+from core import outbox
 from core.auth import Principal
 from core.db import ident
 from core.errors import Invalid, NotFound
+from core.models import Site, User
 
 log = logging.getLogger("bookgate.events")
 
@@ -89,7 +91,7 @@ def explaining_window(session: Session, door_id: int, user_id: int, at: datetime
         select(AccessWindow)
         .where(
             col(AccessWindow.user_id) == user_id,
-            col(AccessWindow.resource_id).in_(resources),
+            or_(col(AccessWindow.resource_id).in_(resources), col(AccessWindow.door_id) == door_id),
             col(AccessWindow.start) <= at,
             col(AccessWindow.end) > at,
         )
@@ -142,6 +144,20 @@ def record(
     )
     session.add(row)
     session.flush()
+    if event.kind == "key_overdue":  # the venue's managers and the admins are told (notify delivers it)
+        holder = session.get(User, cred.user_id) if cred else None
+        site = session.get(Site, ctl.site_id)
+        outbox.enqueue(
+            session,
+            "access.key_overdue",
+            {
+                "controller": ctl.key,
+                "door": door.name if door else ctl.name,
+                "holder": holder.name if holder else "",
+                "at": event.at.isoformat(),
+                "site": site.key if site else "",
+            },
+        )
     if event.kind == "granted" and window is not None and door is not None and listeners is not None:
         listeners.notify(session, window, event.at, door.key)
     return row
@@ -163,7 +179,9 @@ class EventPublic(BaseModel):
     decided_by: str
 
 
-EventKind = Literal["granted", "denied", "forced", "held_open", "tamper", "unknown"]
+EventKind = Literal[
+    "granted", "denied", "forced", "held_open", "tamper", "unknown", "key_taken", "key_returned", "key_overdue"
+]
 
 
 def list_events(

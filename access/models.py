@@ -6,14 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from config import get_settings
@@ -99,24 +99,100 @@ class Credential(SQLModel, table=True):
 
 
 class AccessWindow(SQLModel, table=True):
-    """Who may enter a resource's doors when, as told by the booking side (or, later, visits).
+    """Who may enter when, as told by the booking side, visits or access levels.
 
-    Access never reads reservations: bms writes these rows in the transaction of the change."""
+    A row targets either a resource (all the doors serving it, `resource_id`) or one door
+    (`door_id`), never both. Access never reads reservations: bms writes these rows in the
+    transaction of the change."""
 
     __tablename__ = "access_window"
     __table_args__ = (
         Index("ix_access_window_source", "source_type", "source_id"),
         Index("ix_access_window_resource_end", "resource_id", "end"),
+        Index("ix_access_window_door_end", "door_id", "end"),
+        CheckConstraint("(resource_id IS NULL) <> (door_id IS NULL)", name="ck_access_window_one_target"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     source_type: str = Field(max_length=20)
     source_id: int
-    resource_id: int = Field(sa_column=Column(Integer, ForeignKey("resource.id", ondelete="CASCADE"), nullable=False))
+    resource_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("resource.id", ondelete="CASCADE"), nullable=True)
+    )
+    door_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), nullable=True)
+    )
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False))
     mode: str = Field(max_length=20)
     start: datetime = Field(sa_type=UTCDateTime)
     end: datetime = Field(sa_type=UTCDateTime)
+
+
+class AccessLevel(SQLModel, table=True):
+    """Standing access: a named set of a site's doors, open to its holders on a weekly schedule.
+
+    `schedule` maps weekdays (mon..sun) to local wall-clock ranges ("06:00-09:00", "00:00-24:00")
+    in the site's zone; `exceptions` are local dates (YYYY-MM-DD) when it opens nothing; `roles`
+    are the site roles whose members hold it without being named (a site's default level names
+    `resident`). Holders' windows are written by `access.levels`."""
+
+    __tablename__ = "access_level"
+    __table_args__ = (UniqueConstraint("site_id", "key", name="uq_access_level_site_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("site.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    key: str = Field(max_length=63)
+    name: str = Field(max_length=200)
+    schedule: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+    exceptions: list[str] = Field(default_factory=list, sa_type=JSONText)
+    roles: list[str] = Field(default_factory=list, sa_type=JSONText)
+    mode: str = Field(default="badge", max_length=20)
+    valid_from: date | None = None
+    valid_until: date | None = Field(default=None, description="last local day it opens (inclusive)")
+
+
+class AccessLevelDoor(SQLModel, table=True):
+    __tablename__ = "access_level_door"
+
+    level_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("access_level.id", ondelete="CASCADE"), primary_key=True)
+    )
+    door_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+
+
+class AccessLevelHolder(SQLModel, table=True):
+    """One person holding one level. `origin` says why: `role` (a member of one of the level's
+    roles) or `admin` (assigned). Removing sets `active` false and keeps the row, so a role's
+    level an admin took away is not handed back by the next sync."""
+
+    __tablename__ = "access_level_holder"
+    __table_args__ = (UniqueConstraint("level_id", "user_id", name="uq_access_level_holder"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    level_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("access_level.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    origin: str = Field(default="admin", max_length=10, description="role or admin")
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ExtraDoor(SQLModel, table=True):
+    """A door added to one source's windows (a reservation's service door, say): the booking side
+    passes these to `set_windows` each time it rewrites the source, so they follow its moves."""
+
+    __tablename__ = "access_extra_door"
+
+    source_type: str = Field(max_length=20, primary_key=True)
+    source_id: int = Field(primary_key=True)
+    door_id: int = Field(sa_column=Column(Integer, ForeignKey("door.id", ondelete="CASCADE"), primary_key=True))
 
 
 class Transition(SQLModel, table=True):
@@ -194,6 +270,9 @@ class AccessChange(SQLModel, table=True):
 
 # ---------------------------------------------------------------- secrets at rest
 #
+# A QR code is sealed the same way: only its keyed token is looked up, and it is decided online
+# (never stored on a controller), so the sealed value serves only to show the code again.
+#
 # PINs and BLE keys must be sent to controllers, so they cannot be hashed away: they are
 # encrypted (Fernet: AES-128-CBC + HMAC-SHA256) into `Credential.secret`, and `Credential.value`
 # holds a keyed HMAC of the value instead, which keeps the unique constraint and lookups by a
@@ -201,7 +280,7 @@ class AccessChange(SQLModel, table=True):
 # HKDF-SHA256 from `Settings.credential_key`, or when it is empty from the app's secret key
 # (`Settings.effective_secret_key()`); neither lives in the database.
 
-SEALED_KINDS = frozenset({"pin", "ble"})
+SEALED_KINDS = frozenset({"pin", "ble", "qr"})
 _LOOKUP_PREFIX = "h1:"
 
 

@@ -27,12 +27,16 @@ __all__ = [
     "FullSync",
     "Grant",
     "Heartbeat",
+    "HoldOpen",
     "ListUsers",
+    "OnlineDecide",
+    "Presentation",
     "Report",
     "ReportCallback",
     "Revoke",
     "Unlock",
     "UserList",
+    "Verdict",
     "canonical_card",
     "card_spellings",
     "presented_key",
@@ -210,7 +214,25 @@ class ListUsers:
         _require(bool(self.command_id), "command_id is required")
 
 
-Command: TypeAlias = Grant | Revoke | Unlock | FullSync | ListUsers
+@dataclass(frozen=True, slots=True)
+class HoldOpen:
+    """Hold ``door_output`` released until ``until`` (a `free` window), or lock it again now (``until`` None).
+
+    For controllers with permanent output control (OSDP); the controller also locks by itself at
+    ``until`` where it can, so a lost link at the end of the window does not leave the door open."""
+
+    command_id: str
+    door_output: int
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _require(bool(self.command_id), "command_id is required")
+        _require(self.door_output >= 1, "door_output starts at 1")
+        if self.until is not None:
+            object.__setattr__(self, "until", utc(self.until, "until"))
+
+
+Command: TypeAlias = Grant | Revoke | Unlock | FullSync | ListUsers | HoldOpen
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +251,13 @@ class CommandResult:
 
 # --------------------------------------------------------------------------- reports (driver -> gateway)
 
-DoorEventKind: TypeAlias = Literal["granted", "denied", "forced", "held_open", "tamper", "unknown"]
-DOOR_EVENT_KINDS: frozenset[str] = frozenset({"granted", "denied", "forced", "held_open", "tamper", "unknown"})
+# key_taken, key_returned: a key cabinet's slot sensor; key_overdue: a key still out when its window ended.
+DoorEventKind: TypeAlias = Literal[
+    "granted", "denied", "forced", "held_open", "tamper", "unknown", "key_taken", "key_returned", "key_overdue"
+]
+DOOR_EVENT_KINDS: frozenset[str] = frozenset(
+    {"granted", "denied", "forced", "held_open", "tamper", "unknown", "key_taken", "key_returned", "key_overdue"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +294,15 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Availability:
-    """The controller's own online/offline statement (e.g. an MQTT last will)."""
+    """The controller's own online/offline statement (e.g. an MQTT last will), or the driver's when
+    it cannot reach the controller; ``reason`` says why it is offline, in words a person can act on
+    ("no Bluetooth adapter", "not found"), empty when unknown."""
 
     controller_key: str
     online: bool
     at: datetime
+    reason: str = ""
+    degraded: bool = False  # not online, but it answers: a wrong key, a garbled line (the gateway shows `degraded`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", utc(self.at, "at"))
@@ -305,6 +336,46 @@ class UserList:
 
 Report: TypeAlias = DoorEvent | Heartbeat | Availability | Booted | UserList
 ReportCallback: TypeAlias = Callable[[Report], None]
+
+
+# --------------------------------------------------------------------------- online decisions (driver -> gateway)
+#
+# Readers that hold no card list (OSDP) ask the gateway at every presentation. The driver calls an
+# ``OnlineDecide`` given to it by the composition root, on its own I/O thread: the answer must come
+# from memory (no I/O), and "no data" is a refusal with its reason.
+
+PRESENTATION_KINDS: frozenset[str] = frozenset({"badge", "pin", "qr"})
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """A credential shown at ``door_output`` of ``controller_key``: a card as the reader spelled it
+    (``spellings`` as in ``DoorEvent``), a PIN typed on the keypad, or a QR code's text."""
+
+    controller_key: str
+    door_output: int
+    kind: str
+    value: str
+    at: datetime
+    spellings: tuple[str, ...] = ("hex",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", utc(self.at, "at"))
+        _require(self.kind in PRESENTATION_KINDS, f"unknown presentation kind {self.kind!r}")
+        _require(self.door_output >= 1, "door_output starts at 1")
+
+    def __repr__(self) -> str:  # a PIN or a QR secret must not reach a log through a repr
+        shown = self.value if self.kind == "badge" else "***"
+        return f"Presentation({self.controller_key!r}, {self.door_output}, {self.kind}, {shown!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str  # granted, unknown_credential, no_window, no_decision_data, ...
+
+
+OnlineDecide: TypeAlias = Callable[[Presentation], Verdict]
 
 
 class ControllerUnavailable(Exception):

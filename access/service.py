@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import column, table
+from sqlalchemy import column, or_, table
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from access.decisions import note_credential
 from access.desired import Cred, DesiredState, Window, desired_state
+from access.levels import source_labels
 from access.models import SEALED_KINDS, AccessWindow, Controller, Credential, Door, DoorResource, lookup_token, seal
 from access.protocol import canonical_card, compact_hex
 from access.windows import replan_user
@@ -109,7 +110,11 @@ def state_for_doors(
     doors_of: dict[int, list[int]] = defaultdict(list)
     for link in links:
         doors_of[link.resource_id].append(link.door_id)
-    stmt = select(AccessWindow).where(col(AccessWindow.resource_id).in_(list(doors_of)), col(AccessWindow.end) > since)
+    # windows on a resource these doors serve, and windows on one of these doors (levels, added doors)
+    stmt = select(AccessWindow).where(
+        or_(col(AccessWindow.resource_id).in_(list(doors_of)), col(AccessWindow.door_id).in_(door_ids)),
+        col(AccessWindow.end) > since,
+    )
     if user_ids is not None:
         stmt = stmt.where(col(AccessWindow.user_id).in_(user_ids))
     windows = session.exec(stmt).all()
@@ -117,8 +122,20 @@ def state_for_doors(
     creds = session.exec(
         select(Credential).where(col(Credential.user_id).in_(users), col(Credential.revoked_at).is_(None))
     ).all()
+    wanted = set(door_ids)
     return desired_state(
-        [Window(w.user_id, w.resource_id, w.start, w.end, w.mode, f"{w.source_type}:{w.source_id}") for w in windows],
+        [
+            Window(
+                w.user_id,
+                w.resource_id,
+                w.start,
+                w.end,
+                w.mode,
+                f"{w.source_type}:{w.source_id}",
+                w.door_id if w.door_id in wanted else None,
+            )
+            for w in windows
+        ],
         doors_of,
         [Cred(ident(c), c.user_id, c.kind, c.value, c.valid_from, c.valid_until) for c in creds],
     )
@@ -145,6 +162,8 @@ def door_grants(session: Session, door: Door, now: datetime | None = None) -> Do
     state = state_for_doors(session, [ident(door)], now)
     wanted = {g.credential_id for g in state.grants}
     creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(wanted))).all()}
+    # each grant explained by its sources: reservation:<id>, visit:<id>, level:<level key>
+    labels = source_labels(session, {src for g in state.grants for src in g.sources})
     return DoorGrants(
         door=door.key,
         grants=[
@@ -155,7 +174,7 @@ def door_grants(session: Session, door: Door, now: datetime | None = None) -> Do
                 valid_from=g.valid_from,
                 valid_until=g.valid_until,
                 modes=sorted(g.modes),
-                sources=sorted(g.sources),
+                sources=sorted(labels.get(src, src) for src in g.sources),
             )
             for g in state.grants
             if g.valid_until > now

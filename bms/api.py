@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
-from bms import availability, queries, recurrence, resources, service
+from bms import availability, doors, queries, recurrence, resources, service
 from bms.context import load_resource_by_id, visible_resource
 from bms.policies import NO_POLICIES, BookingPolicies
 from bms.queries import ReservationPublic
@@ -151,6 +151,21 @@ class CancelIn(BaseModel):
 def cancel(reservation_id: int, data: CancelIn, principal: CurrentUser, session: WriteSessionDep) -> ReservationPublic:
     r = service.cancel(session, principal, reservation_id, data.reason or "cancelled by user")
     return queries.public(session, r)
+
+
+@router.get("/reservations/{reservation_id}/doors", response_model=doors.ExtraDoorsOut)
+def get_extra_doors(reservation_id: int, principal: CurrentUser, session: SessionDep) -> doors.ExtraDoorsOut:
+    """The doors a manager added to this booking, beyond its resource's doors."""
+    return doors.get_extra_doors(session, principal, reservation_id)
+
+
+@router.put("/reservations/{reservation_id}/doors", response_model=doors.ExtraDoorsOut)
+def set_extra_doors(
+    reservation_id: int, data: doors.ExtraDoorsIn, principal: CurrentUser, session: WriteSessionDep
+) -> doors.ExtraDoorsOut:
+    """Managers of the venue: open more doors of the site for this booking (or every coming
+    occurrence of its series) during its access window; they follow its moves and cancellation."""
+    return doors.set_extra_doors(session, principal, reservation_id, data)
 
 
 @router.post("/reservations/{reservation_id}/duplicate", response_model=service.DuplicateOut)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
+from access.levels import extra_doors
 from access.windows import set_windows
 from bms.allocation import place
 from bms.context import ResourceCtx, load_resource_by_id
@@ -33,6 +34,10 @@ __all__ = [
     "sync_access",
     "transition",
 ]
+
+
+# Statuses a booking reaches by giving its place back (or never taking it): the waitlist is told.
+FREEING = (Status.cancelled.value, Status.rejected.value, Status.expired.value, Status.no_show.value)
 
 
 def event_payload(r: Reservation, ctx: ResourceCtx) -> dict[str, Any]:
@@ -102,6 +107,7 @@ def sync_access(session: Session, r: Reservation, ctx: ResourceCtx) -> None:
         r.access_end,
         ctx.rules.access.mode.value,
         active=r.status in HOLDING,
+        door_ids=extra_doors(session, "reservation", ident(r)),  # doors a manager added (bms.doors)
     )
 
 
@@ -117,6 +123,10 @@ def announce_status(
 ) -> None:
     """The access windows, outbox message (to the planner and beneficiaries) and audit row of a status change."""
     sync_access(session, r, ctx)
+    if r.status in FREEING:
+        from bms.waitlist import place_freed  # a place frees: the waitlist offers it on
+
+        place_freed(session, r, ctx)
     outbox.enqueue(
         session,
         f"reservation.{r.status}",

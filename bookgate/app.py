@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -16,11 +17,13 @@ from access import events as access_events
 from access.decisions import DecisionIndex, IndexKeeper
 from bms import api as bms_api
 from bms import service as bms_service
+from bms import waitlist as bms_waitlist
 from bookgate import __version__, migrate
 from bookgate.controllers import start_drivers
 from bookgate.routes import sites as site_routes
 from bookgate.routes.sites import MAX_SITE_FILE
 from config import Settings, get_settings
+from core import audit
 from core.db import make_engine
 from core.deps import SecurityHeaders
 from core.errors import ERROR_RESPONSES, install_error_handlers
@@ -30,8 +33,13 @@ from core.routes import users as user_routes
 from moderation import api as moderation_api
 from moderation import policy as moderation_policy
 from moderation.documents import MAX_BYTES as DOCUMENT_MAX_BYTES
+from notify import api as notify_api
+from portal import errors as portal_errors
 from portal import router as portal_router
 from schedules.clock import start_clock
+from schedules.delivery import start_delivery
+from vms import api as vms_api
+from vms.events import VisitFeed
 
 log = logging.getLogger("bookgate")
 
@@ -62,6 +70,11 @@ def create_app(
         # full passes, which otherwise add tens of milliseconds to the slowest requests.
         gc.collect()
         gc.freeze()
+        # The signed audit checkpoint follows every commit that appends to the trail. Started before
+        # any thread of ours opens a transaction: engine listeners must not be added under traffic.
+        # (keyed like `audit.record` keys the rows it appends: from the process's settings)
+        audit_keeper = audit.CheckpointKeeper(engine, settings.ensure_var_dir() / audit.CHECKPOINT_FILE)
+        audit_keeper.start()
         keeper = IndexKeeper(engine, decisions, settings.decisions_refresh_seconds) if settings.scheduler else None
         if keeper is not None:
             keeper.start()
@@ -87,15 +100,20 @@ def create_app(
             else None
         )
         app.state.driver_host = host
+        # Outbox delivery (e-mail, webhooks, reminders): after the commit, on its own threads.
+        delivery = start_delivery(engine, settings) if settings.scheduler and settings.delivery else None
         try:
             yield
         finally:
+            if delivery is not None:
+                delivery.stop()
             if clock is not None:
                 clock.shutdown(wait=True)
             if host is not None:
                 host.stop()
             if keeper is not None:
                 keeper.stop()
+            audit_keeper.stop()
 
     # moderation's policies, passed to bms by the routes (bms.api.PoliciesDep): no module global
     booking_policies = bms_service.BookingPolicies(
@@ -108,6 +126,9 @@ def create_app(
         version=__version__,
         description="Shared-facility reservations, visitors and door access control.",
         lifespan=lifespan,
+        # The API documentation is the portal's /docs page, from files served here (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -115,12 +136,17 @@ def create_app(
     app.state.decisions = decisions
     app.state.booking_policies = booking_policies
     app.state.entry_listeners = entry_listeners()
+    app.state.site_import = partial(site_routes.import_bytes, engine)  # the portal's site file upload
+    app.state.visit_feed = VisitFeed(engine)  # the on-site board's live stream (vms.events)
     install_error_handlers(app)
+    portal_errors.install(app)  # HTML error pages for browsers; the API keeps JSON
     app.add_middleware(
         BodyLimit,
         limits=[
             (r"/api/v1/moderation/(venues|resources)/[^/]+/documents", DOCUMENT_MAX_BYTES + 64 * 1024),
             (r"/api/v1/site-config", MAX_SITE_FILE + 1024),
+            (r"/admin/sites", MAX_SITE_FILE + 64 * 1024),  # the portal's forms of the same uploads
+            (r"/manage/(venues|resources)/[^/]+/documents", DOCUMENT_MAX_BYTES + 64 * 1024),
         ],
     )
 
@@ -153,6 +179,9 @@ def create_app(
     app.include_router(site_routes.router, responses=ERROR_RESPONSES)
     app.include_router(bms_api.router, responses=ERROR_RESPONSES)
     app.include_router(moderation_api.router, responses=ERROR_RESPONSES)
+    app.include_router(vms_api.router, responses=ERROR_RESPONSES)
     app.include_router(access_api.router, responses=ERROR_RESPONSES)
+    app.include_router(notify_api.router, responses=ERROR_RESPONSES)
+    app.include_router(bms_waitlist.router, responses=ERROR_RESPONSES)
     app.include_router(portal_router)
     return app

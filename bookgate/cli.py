@@ -60,11 +60,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     migrate.upgrade(engine)
     accounts = demo.prepare(engine, hashing_for(settings))
+    ble_locks = demo.start_ble_locks(engine, settings)  # before the server builds its BLE driver
+    _osdp_line = demo.start_osdp_line(engine, settings.var_dir.resolve())  # before it opens the serial port
     engine.dispose()
     print("\nDemo site 'Résidence Les Tilleuls' is ready. Accounts (passwords are new at each start):")
     for role, email, password in accounts:
         print(f"  {role:<14} {email:<32} {password}")
     url = _start_demo_controllers(settings)
+    if ble_locks:
+        print(f"  emulated BLE locks (bumble): {', '.join(ble_locks)}")
+    if not settings.smtp_host:  # mail goes to a catcher whose inbox admins read at /admin/mailbox
+        settings, _catcher = demo.start_mail_catcher(settings)
+        print(f"  e-mail: caught on smtp://127.0.0.1:{settings.smtp_port}, read it as admin at /admin/mailbox")
     print()
     # The server's dispatcher pushes grants to the simulated controllers through this broker.
     return cmd_serve(args, settings.model_copy(update={"mqtt_url": url}) if url else settings)
@@ -218,7 +225,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         result = audit.verify(s, key=audit.chain_key(secret), checkpoint=checkpoint)
     if result.ok:
         if result.head is not None:
-            audit.write_checkpoint(path, result.head, audit.checkpoint_key(secret))
+            audit.store_checkpoint(path, result.head, audit.checkpoint_key(secret))
         since = "no checkpoint before" if checkpoint is None else f"checkpoint had {checkpoint.rows}"
         print(f"audit chain intact: {result.checked} rows ({since}); checkpoint written to {path}")
         return 0
@@ -229,6 +236,27 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         f"({result.checked} rows before it are intact)",
         code=1,
     )
+
+
+def cmd_vms(args: argparse.Namespace, settings: Settings) -> int:
+    """`bookgate vms purge [--dry-run]`: empty the personal data of visitors past their site's
+    retention period (the scheduler does it every 6 hours); --dry-run only lists them."""
+    from bookgate import migrate
+    from core.db import utcnow, write_session
+    from vms import service as vms_service
+
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    with write_session(engine) as s:
+        items = vms_service.purge(s, utcnow(), dry_run=args.dry_run, actor=CLI_ACTOR)
+        if args.dry_run:
+            s.rollback()
+    verb = "would purge" if args.dry_run else "purged"
+    for item in items:
+        last = item["last_visit"]
+        print(f"  visitor {item['visitor_id']} (user {item['user_id']}) of {item['site']}, last visit {last}")
+    print(f"{verb} {len(items)} visitor(s)")
+    return 0
 
 
 def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
@@ -322,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     files = mq_sub.add_parser("files", help="write Mosquitto's password_file and acl_file")
     files.add_argument("dir")
     files.set_defaults(func=cmd_mqtt)
+
+    vms = sub.add_parser("vms", help="visitors")
+    vms_sub = vms.add_subparsers(dest="vms_command", required=True)
+    vpurge = vms_sub.add_parser("purge", help="purge visitors' personal data past the retention period")
+    vpurge.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    vpurge.set_defaults(func=cmd_vms)
 
     aud = sub.add_parser("audit", help="audit trail")
     aud.add_argument("action", choices=["verify"])

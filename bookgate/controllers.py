@@ -46,7 +46,10 @@ from access.protocol import (
     ControllerUnavailable,
     DoorEvent,
     Heartbeat,
+    OnlineDecide,
+    Presentation,
     Unlock,
+    Verdict,
 )
 from access.supervision import full_sync, set_state
 from config import Settings
@@ -93,6 +96,9 @@ class DriverHost:
         threading.Thread(target=self._work, name="driver-supervision", daemon=True).start()
 
     def _on_report(self, report: object) -> None:
+        if isinstance(report, DoorEvent) and report.raw.get("decided_by") == "gateway":
+            self.reports.put(("online", report))  # decided by the driver with our index (OSDP): record only
+            return
         if isinstance(report, DoorEvent) and self._decide_online(report):
             return
         self.reports.put(report)
@@ -133,7 +139,8 @@ class DriverHost:
             self.record_event(report)
         elif isinstance(report, Availability):
             with write_session(self.engine) as s:
-                set_state(s, report.controller_key, "online" if report.online else "offline", report.at)
+                state = "online" if report.online else "degraded" if report.degraded else "offline"
+                set_state(s, report.controller_key, state, report.at)
             if report.online:
                 return report.controller_key
         elif isinstance(report, Booted):
@@ -144,8 +151,10 @@ class DriverHost:
         return None
 
     def record_event(self, report: DoorEvent, decided_by: str = "controller") -> None:
+        # a PIN or a QR code is looked up as such, and never written down (access.events.record)
+        kind = str(report.raw.get("credential_kind", "badge"))
         with write_session(self.engine) as s:
-            events.record(s, report, decided_by=decided_by, listeners=self.listeners)
+            events.record(s, report, decided_by=decided_by, credential_kind=kind, listeners=self.listeners)
 
     # ------------------------------------------------------------------ online decisions
 
@@ -304,9 +313,40 @@ class DriverHost:
         self.thread.join(timeout=10)
 
 
+def online_decider(index: DecisionIndex) -> OnlineDecide:
+    """The decision function lent to drivers whose readers hold no card list (OSDP): the in-memory
+    index answers, on the driver's thread. Not loaded yet, or a door it does not know: refused."""
+
+    def decide(p: Presentation) -> Verdict:
+        if not index.loaded:
+            return Verdict(False, "no_decision_data")
+        door = index.door_id(p.controller_key, p.door_output)
+        if door is None:
+            return Verdict(False, "unknown_door")
+        decision = index.decide(door, p.kind, p.value, p.at, p.spellings)
+        return Verdict(decision.allowed, decision.reason)
+
+    return decide
+
+
 def _connected(driver: ControllerDriver) -> bool:
     """A driver may say whether its transport is up (`connected`); one that cannot is taken at its word."""
     return bool(getattr(driver, "connected", True))
+
+
+def device_key_deriver(settings: Settings) -> Callable[[str], bytes]:
+    """Devices' own keys (a BLE lock's), derived like the credential keys (`access.models`) with
+    HKDF-SHA256 from the credential key (or the secret key), each under its own label: no device key
+    is stored, and the lock is keyed at installation with what this returns for its label."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    def derive(label: str) -> bytes:
+        material = (settings.credential_key or settings.effective_secret_key()).encode()  # read when needed
+        info = b"bookgate device key v1\x1f" + label.encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+
+    return derive
 
 
 def start_drivers(
@@ -320,7 +360,11 @@ def start_drivers(
     """One driver per kind of the active controllers in the database, from the registry's factories.
 
     None when no kind present can run here (no controller, or no broker configured for them)."""
-    context = DriverContext(mqtt_url=settings.mqtt_url)
+    context = DriverContext(
+        mqtt_url=settings.mqtt_url,
+        device_key=device_key_deriver(settings),
+        decide=online_decider(decisions) if decisions is not None else None,
+    )
     with read_session(engine) as s:
         rows = s.exec(select(Controller).where(Controller.active).order_by(col(Controller.key))).all()
     by_kind: dict[str, list[tuple[str, Any]]] = defaultdict(list)

@@ -67,6 +67,24 @@ class Settings(BaseSettings):
         default=0.25, gt=0, description="how often the online-decision index replays the change log"
     )
 
+    smtp_host: str = Field(default="", description="SMTP server for e-mail; empty = no e-mail is sent")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
+    smtp_tls: bool = Field(default=False, description="implicit TLS from the first byte (port 465)")
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str = Field(default="Bookgate <bookgate@localhost>", description="From: of every e-mail")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="per webhook request, connect to answer")
+    delivery: bool = Field(default=True, description="run the outbox delivery worker in this process")
+    delivery_every_seconds: float = Field(default=2.0, gt=0, description="safety-net poll of the outbox")
+    delivery_threads: int = Field(default=4, ge=1, le=32, description="sending threads of the delivery worker")
+    delivery_max_attempts: int = Field(default=8, ge=1, description="a message failing this often is parked")
+    delivery_lease_seconds: int = Field(default=120, ge=1, description="a claimed message returns after this")
+    reminder_every_seconds: int = Field(default=60, ge=1, description="how often due reminders are looked for")
+    mail_catcher_dir: str = Field(default="", description="a Maildir the portal shows to admins (the demo's catcher)")
+    public_url: str = Field(default="", description="the portal's address in e-mails and calendar links")
+
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, time
+from datetime import date, datetime, time
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -224,6 +225,52 @@ class DoorConfig(Strict):
         return self
 
 
+ALWAYS = {day: ["00:00-24:00"] for day in WEEKDAYS}
+
+
+class AccessLevelConfig(Strict):
+    """Standing access: a named set of this site's doors on a weekly schedule (local wall-clock
+    ranges; "always" for day and night), closed on `exceptions` (local dates), held by everyone
+    with one of `roles` at this site (a default level for residents names `resident`) and by the
+    people an admin assigns."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    doors: list[Key] = Field(min_length=1, max_length=500)
+    schedule: dict[str, list[str]] | Literal["always"] = "always"
+    exceptions: list[date] = Field(default=[], max_length=1000)
+    roles: list[Literal["resident", "reception", "venue_manager"]] = []
+    mode: Literal["badge", "authorized", "badge+authorized"] = "badge"
+    valid_from: date | None = Field(default=None, ge=date(2000, 1, 2), le=date(2099, 12, 30))
+    valid_until: date | None = Field(
+        default=None, ge=date(2000, 1, 2), le=date(2099, 12, 30), description="the last day it opens"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: dict[str, list[str]] | str) -> dict[str, list[str]] | str:
+        if isinstance(v, str):
+            return v
+        for day, ranges in v.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown day {day!r}; use {', '.join(WEEKDAYS)}")
+            parsed = sorted(parse_time_range(r) for r in ranges)
+            for (_a, z), (a, _z) in pairwise(parsed):
+                if a < z:
+                    raise ValueError(f"{day}: two ranges overlap")
+        return v
+
+    @model_validator(mode="after")
+    def _validity(self) -> AccessLevelConfig:
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            raise ValueError("valid_until is before valid_from")
+        return self
+
+    @property
+    def weekly(self) -> dict[str, list[str]]:
+        return dict(ALWAYS) if self.schedule == "always" else dict(self.schedule)
+
+
 class SiteConfig(Strict):
     key: Key
     name: str = Field(min_length=1, max_length=200)
@@ -233,6 +280,7 @@ class SiteConfig(Strict):
     venues: list[VenueConfig] = []
     controllers: list[ControllerConfig] = []
     doors: list[DoorConfig] = []
+    access_levels: list[AccessLevelConfig] = []
 
     @field_validator("timezone")
     @classmethod
@@ -293,6 +341,16 @@ def _cross_check(doc: SiteFile) -> list[str]:
             for ri, rk in enumerate(door.resources):
                 if rk not in local_resources:
                     errors.append(f"{dp}.resources.{ri}: no resource {rk!r} in this site")
+        local_doors = {d.key for d in site.doors}
+        levels: set[str] = set()
+        for li, level in enumerate(site.access_levels):
+            lp = f"{sp}.access_levels.{li}"
+            if level.key in levels:
+                errors.append(f"{lp}.key: duplicate key {level.key!r} in this site")
+            levels.add(level.key)
+            for di, dk in enumerate(level.doors):
+                if dk not in local_doors:
+                    errors.append(f"{lp}.doors.{di}: no door {dk!r} in this site")
     return errors
 
 
@@ -354,7 +412,7 @@ def _too_many_values(data: Any) -> bool:
 def _rows(doc: SiteFile) -> int:
     rows = 0
     for site in doc.sites:
-        rows += 1 + len(site.venues) + len(site.controllers) + len(site.doors)
+        rows += 1 + len(site.venues) + len(site.controllers) + len(site.doors) + len(site.access_levels)
         for venue in site.venues:
             rows += sum(1 + (r.pool.units if r.pool else 0) for r in venue.resources)
     return rows

@@ -9,9 +9,18 @@ with the label below) and never stored in the database, so whoever can write the
 recompute the hashes after editing a row. Cutting the tail off leaves a shorter chain that
 still links; that is what the signed checkpoint catches: a small file outside the database
 (`var/audit-checkpoint`: row count, last id, last hash, HMAC signature with a second derived
-key) that `bookgate audit verify` checks against and moves forward after each intact walk. Run
-it periodically (cron, a systemd timer): rows cut after the last checkpoint are caught, rows
-appended and cut between two runs are not.
+key). Two things move it forward, both only over rows they have checked to chain onto it:
+
+- the `CheckpointKeeper` of a running server, shortly after every commit that appended rows
+  (`record` notes the row on the transaction's connection; the keeper listens to its own
+  engine's commits, and a thread of its own walks the new rows at most once per
+  `min_interval`, so no writer waits for it), and every `idle_poll` seconds for rows other
+  processes appended;
+- `bookgate audit verify`, which walks the whole chain.
+
+Rows cut before the keeper has sealed them (within about `min_interval` of their commit, or
+while no server runs) are not noticed; everything sealed once is: `verify` names a chain
+shorter than the checkpoint `truncated`, and a changed row `rewritten`.
 
 Rows written before migration 0009 were chained with a bare SHA-256; the migration verifies
 them by that rule and re-keys the whole chain (it refuses to re-key a chain that is already
@@ -20,21 +29,29 @@ broken, so a forgery cannot be laundered). Changing the secret key breaks the ch
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Text, text
+from sqlalchemy import Connection, Engine, Text, event, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from config import get_settings
-from core.db import UTCDateTime, is_sqlite, utcnow
+from core.db import UTCDateTime, is_sqlite, read_session, utcnow
+
+log = logging.getLogger("bookgate.audit")
 
 GENESIS = "0" * 64
 # Any constant will do: it names the one advisory lock that orders chain appends on PostgreSQL.
@@ -74,6 +91,8 @@ def _canonical(value: Any) -> str:
 
 
 _CHAIN_LABEL = b"bookgate audit chain v1"
+# connection.info key: the highest audit row id this transaction appended (see CheckpointKeeper)
+APPENDED = "bookgate.audit_appended"
 _CHECKPOINT_LABEL = b"bookgate audit checkpoint v1"
 CHECKPOINT_FILE = "audit-checkpoint"
 
@@ -158,6 +177,8 @@ def record(
     entry.hash = _digest(entry.prev_hash, entry, chain_key())
     session.add(entry)
     session.flush()
+    info = session.connection().info
+    info[APPENDED] = max(info.get(APPENDED, 0), entry.id or 0)
     return entry
 
 
@@ -263,3 +284,207 @@ def verify(
             "truncated",
         )
     return VerifyResult(ok=True, checked=checked, head=Checkpoint(checked, last_id, prev))
+
+
+@contextmanager
+def _file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """The advisory lock every process writing the checkpoint at `path` takes (a file beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def store_checkpoint(path: Path, head: Checkpoint, key: bytes | None = None) -> Checkpoint:
+    """Write `head` unless the file already holds a later one (a running server's keeper may have
+    sealed more meanwhile): what `bookgate audit verify` calls after an intact walk. Returns what
+    the file holds afterwards."""
+    key = key or checkpoint_key()
+    with _file_lock(path, wait=True):
+        try:
+            current = read_checkpoint(path, key)
+        except CheckpointError:
+            current = None  # the caller has just verified the chain: its head replaces a bad file
+        if current is not None and current.last_id >= head.last_id:
+            return current
+        write_checkpoint(path, head, key)
+        return head
+
+
+class ChainError(Exception):
+    """The rows after the checkpoint do not chain onto it: the trail was rewritten or cut."""
+
+    def __init__(self, problem: Problem, reason: str, row_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.problem: Problem = problem
+        self.row_id = row_id
+
+
+def extend(
+    session: Session, checkpoint: Checkpoint | None, *, key: bytes | None = None, batch: int = 5000
+) -> Checkpoint:
+    """The checkpoint moved over the rows appended after it, each checked to chain onto it.
+
+    Walks only the new rows (and checks the checkpoint's own row), so it costs what was
+    appended, not the size of the trail; without a checkpoint it walks everything once. Raises
+    `ChainError` when the checkpoint's row is gone or changed, or a new row does not chain."""
+    key = key or chain_key()
+    if checkpoint is None:
+        result = verify(session, batch, key=key)
+        if not result.ok or result.head is None:
+            raise ChainError(result.problem or "rewritten", result.reason, result.first_bad_id)
+        return result.head
+    rows, last_id, prev = checkpoint.rows, checkpoint.last_id, checkpoint.last_hash
+    if checkpoint.rows:
+        sealed = session.get(AuditEntry, checkpoint.last_id)
+        if sealed is None:
+            raise ChainError("truncated", f"row {checkpoint.last_id}, sealed by the checkpoint, is gone")
+        if sealed.hash != checkpoint.last_hash or not hmac.compare_digest(
+            _digest(sealed.prev_hash, sealed, key), sealed.hash
+        ):
+            raise ChainError("rewritten", "row differs from the one the checkpoint recorded", checkpoint.last_id)
+    while True:
+        new = session.exec(
+            select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
+        ).all()
+        if not new:
+            return Checkpoint(rows, last_id, prev)
+        for row in new:
+            if row.prev_hash != prev:
+                raise ChainError("rewritten", "link to the previous row is broken", row.id)
+            if not hmac.compare_digest(_digest(prev, row, key), row.hash):
+                raise ChainError("rewritten", "row content does not match its hash", row.id)
+            prev, last_id, rows = row.hash, row.id or last_id, rows + 1
+
+
+class CheckpointKeeper:
+    """Moves the signed checkpoint forward after every commit that appended audit rows.
+
+    `record` leaves the highest id it appended on the transaction's connection; the keeper
+    listens to its own engine's commits (no process-wide listener) and only notes that id, so the
+    writer pays a dictionary lookup. A thread of its own then seals the new rows with `extend` in
+    a read session (no writer lock on SQLite), at most once per `min_interval` seconds however
+    many commits came meanwhile, and writes the file (fsync, rename) under an advisory file lock
+    shared by every process of this var dir, never moving it backwards. The commit event comes
+    just before the database commits, so a run that does not see the noted row yet runs again
+    (for `settle` seconds at most: a commit that failed never shows its row). Every `idle_poll`
+    seconds it also looks for rows that other processes appended.
+
+    Found a problem (the trail no longer chains onto the checkpoint), it stops advancing, logs an
+    error and keeps the reason in `problem`; `bookgate audit verify` says the same."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        path: Path,
+        *,
+        secret: str | None = None,
+        min_interval: float = 0.2,
+        idle_poll: float = 5.0,
+        settle: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.path = path
+        self.chain_key = chain_key(secret)
+        self.checkpoint_key = checkpoint_key(secret)
+        self.min_interval = min_interval
+        self.idle_poll = idle_poll
+        self.settle = settle
+        self.problem: ChainError | CheckpointError | None = None
+        self.sealed: Checkpoint | None = None
+        self._target = 0
+        self._target_since = 0.0
+        self._cond = threading.Condition()
+        self._step = threading.Lock()  # one step at a time in this process (the file lock is per process)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- the writer's side: called in the committing thread, must stay trivial
+    def _on_commit(self, conn: Connection) -> None:
+        # read, not popped: several keepers may watch one engine; the next begin clears it
+        appended = conn.info.get(APPENDED)
+        if appended:
+            with self._cond:
+                if appended > self._target:
+                    self._target = appended
+                    self._target_since = time.monotonic()
+                self._cond.notify()
+
+    @staticmethod
+    def _on_rollback(conn: Connection) -> None:
+        conn.info.pop(APPENDED, None)
+
+    @staticmethod
+    def _on_begin(conn: Connection) -> None:
+        conn.info.pop(APPENDED, None)  # what an earlier, committed transaction noted
+
+    def start(self) -> None:
+        event.listen(self.engine, "begin", self._on_begin)
+        event.listen(self.engine, "commit", self._on_commit)
+        event.listen(self.engine, "rollback", self._on_rollback)
+        self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        for name, fn in (("begin", self._on_begin), ("commit", self._on_commit), ("rollback", self._on_rollback)):
+            if event.contains(self.engine, name, fn):
+                event.remove(self.engine, name, fn)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._safe_advance()  # seal what the last commits appended (never fails the shutdown)
+
+    # -- the keeper's side
+    def advance(self) -> Checkpoint | None:
+        """One step: read the file, seal the rows appended after it, write it. The new head, or
+        None when the trail does not chain onto the checkpoint (see `problem`) or another
+        process holds the file lock (it is doing the same work)."""
+        with self._step, _file_lock(self.path, wait=False) as locked:
+            if not locked:
+                return None
+            try:
+                current = read_checkpoint(self.path, self.checkpoint_key)
+                with read_session(self.engine) as session:
+                    head = extend(session, current, key=self.chain_key)
+            except (ChainError, CheckpointError) as exc:
+                if self.problem is None or str(self.problem) != str(exc):
+                    log.error("audit trail: %s; the checkpoint is not moved (run `bookgate audit verify`)", exc)
+                self.problem = exc
+                return None
+            self.problem = None
+            if current is None or head.last_id > current.last_id:
+                write_checkpoint(self.path, head, self.checkpoint_key)
+            self.sealed = head
+            return head
+
+    def _run(self) -> None:
+        last = 0.0
+        self._safe_advance()
+        while True:
+            with self._cond:
+                sealed = self.sealed.last_id if self.sealed is not None else 0
+                pending = self._target > sealed and time.monotonic() - self._target_since < self.settle
+                if not pending and not self._stopping:
+                    self._cond.wait(timeout=self.idle_poll)
+                if self._stopping:
+                    return
+            wait = last + self.min_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
+            self._safe_advance()
+
+    def _safe_advance(self) -> None:
+        try:
+            self.advance()
+        except Exception:  # a database or file error: the next run retries
+            log.exception("sealing the audit checkpoint failed; the next run retries")

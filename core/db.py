@@ -8,6 +8,7 @@ IMMEDIATE so a write transaction holds SQLite's single writer lock from its firs
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import weakref
@@ -20,6 +21,8 @@ from sqlalchemy import DateTime, Engine, Text, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
+
+log = logging.getLogger("core.db")
 
 _WRITE_OPTION = "bookgate_write"
 _GATE_PREHELD = "bookgate_gate_preheld"  # the unit of work took the writer gate before the first statement
@@ -148,6 +151,14 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
 
         event.listen(engine, "commit", _release)
         event.listen(engine, "rollback", _release)
+
+        @event.listens_for(engine, "checkin")
+        def _release_on_return(_dbapi_conn: Any, record: Any) -> None:
+            # Safety net: a transaction whose BEGIN failed after the gate was taken (another begin
+            # listener raising) fires neither commit nor rollback; its connection still comes back.
+            if record.info.pop(_GATE_HELD, False):
+                log.error("a write transaction ended without commit or rollback; its write slot is released")
+                gate.release()
 
         return engine
     engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)

@@ -1,142 +1,127 @@
-"""Portal strings in English, French and German; the user's locale, else the browser's, else en."""
+"""Strings in English, French and German through gettext catalogs (Babel).
+
+Message ids are the English text itself (`t("Hello, {name}", name=x)`): the text is translated
+first, then formatted. The catalogs are extracted from the portal's, the notifications' and the
+visitors' sources (`make i18n`), kept as `portal/locale/<lang>/LC_MESSAGES/messages.po`, and
+compiled to `.mo` files shipped with the package.
+
+The language of a page: the user's explicit choice first, then the browser's Accept-Language,
+then the site's locale.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+from gettext import NullTranslations
+from pathlib import Path
+
+from babel.support import Translations
+
 from config.settings import SUPPORTED_LOCALES
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "en": {
-        "login.title": "Sign in",
-        "login.email": "Email",
-        "login.password": "Password",
-        "login.submit": "Sign in",
-        "login.failed": "Wrong email or password.",
-        "login.throttled": "Too many failed attempts. Try again later.",
-        "home.hello": "Hello, {name}",
-        "home.roles": "Your roles",
-        "home.venues": "Places you can book",
-        "nav.logout": "Sign out",
-        "nav.api": "API documentation",
-        "nav.doors": "Doors and controllers",
-        "nav.home": "Home",
-        "doors.title": "Doors and controllers",
-        "doors.live": "Live: this page refreshes every 5 seconds",
-        "doors.controllers": "Controllers",
-        "doors.controller": "Controller",
-        "doors.state": "State",
-        "doors.last_seen": "Last seen",
-        "doors.doors": "Doors",
-        "doors.door": "Door",
-        "doors.now": "Allowed now",
-        "doors.coming": "Coming grants",
-        "doors.events": "Latest door events",
-        "doors.no_events": "No door events yet.",
-        "state.online": "online",
-        "state.offline": "offline",
-        "state.degraded": "degraded",
-        "state.unknown": "unknown",
-        "event.granted": "granted",
-        "event.denied": "denied",
-        "event.forced": "forced",
-        "event.held_open": "held open",
-        "event.tamper": "tamper",
-        "event.unknown": "unknown",
-        "forbidden.title": "This page is for managers and reception.",
-    },
-    "fr": {
-        "login.title": "Connexion",
-        "login.email": "E-mail",
-        "login.password": "Mot de passe",
-        "login.submit": "Se connecter",
-        "login.failed": "E-mail ou mot de passe incorrect.",
-        "login.throttled": "Trop de tentatives échouées. Réessayez plus tard.",
-        "home.hello": "Bonjour, {name}",
-        "home.roles": "Vos rôles",
-        "home.venues": "Lieux réservables",
-        "nav.logout": "Se déconnecter",
-        "nav.api": "Documentation de l'API",
-        "nav.doors": "Portes et contrôleurs",
-        "nav.home": "Accueil",
-        "doors.title": "Portes et contrôleurs",
-        "doors.live": "En direct : la page se rafraîchit toutes les 5 secondes",
-        "doors.controllers": "Contrôleurs",
-        "doors.controller": "Contrôleur",
-        "doors.state": "État",
-        "doors.last_seen": "Vu pour la dernière fois",
-        "doors.doors": "Portes",
-        "doors.door": "Porte",
-        "doors.now": "Autorisés maintenant",
-        "doors.coming": "Droits à venir",
-        "doors.events": "Derniers événements de porte",
-        "doors.no_events": "Aucun événement de porte pour l'instant.",
-        "state.online": "en ligne",
-        "state.offline": "hors ligne",
-        "state.degraded": "dégradé",
-        "state.unknown": "inconnu",
-        "event.granted": "accordé",
-        "event.denied": "refusé",
-        "event.forced": "forcée",
-        "event.held_open": "maintenue ouverte",
-        "event.tamper": "sabotage",
-        "event.unknown": "inconnu",
-        "forbidden.title": "Cette page est réservée aux gestionnaires et à l'accueil.",
-    },
-    "de": {
-        "login.title": "Anmelden",
-        "login.email": "E-Mail",
-        "login.password": "Passwort",
-        "login.submit": "Anmelden",
-        "login.failed": "E-Mail oder Passwort falsch.",
-        "login.throttled": "Zu viele Fehlversuche. Bitte später erneut versuchen.",
-        "home.hello": "Hallo, {name}",
-        "home.roles": "Ihre Rollen",
-        "home.venues": "Buchbare Orte",
-        "nav.logout": "Abmelden",
-        "nav.api": "API-Dokumentation",
-        "nav.doors": "Türen und Steuerungen",
-        "nav.home": "Start",
-        "doors.title": "Türen und Steuerungen",
-        "doors.live": "Live: die Seite aktualisiert sich alle 5 Sekunden",
-        "doors.controllers": "Steuerungen",
-        "doors.controller": "Steuerung",
-        "doors.state": "Zustand",
-        "doors.last_seen": "Zuletzt gesehen",
-        "doors.doors": "Türen",
-        "doors.door": "Tür",
-        "doors.now": "Jetzt berechtigt",
-        "doors.coming": "Kommende Berechtigungen",
-        "doors.events": "Letzte Türereignisse",
-        "doors.no_events": "Noch keine Türereignisse.",
-        "state.online": "online",
-        "state.offline": "offline",
-        "state.degraded": "gestört",
-        "state.unknown": "unbekannt",
-        "event.granted": "gewährt",
-        "event.denied": "abgelehnt",
-        "event.forced": "aufgebrochen",
-        "event.held_open": "offen gehalten",
-        "event.tamper": "Manipulation",
-        "event.unknown": "unbekannt",
-        "forbidden.title": "Diese Seite ist für Verwaltung und Empfang.",
-    },
+# The catalogs live beside the portal's templates (a path, not an import: core imports no portal).
+LOCALE_DIR = Path(__file__).resolve().parent.parent / "portal" / "locale"
+DOMAIN = "messages"
+
+
+def N_(msgid: str) -> str:
+    """Mark a string for extraction where it is translated later (an enum's labels, a table)."""
+    return msgid
+
+
+# Message keys of the first catalogs, before the English text became the message id: call sites
+# that still say `t("doors.title")` get the same translation as `t("Doors and controllers")`.
+LEGACY: dict[str, str] = {
+    "login.title": N_("Sign in"),
+    "login.email": N_("Email"),
+    "login.password": N_("Password"),
+    "login.submit": N_("Sign in"),
+    "login.failed": N_("Wrong email or password."),
+    "login.throttled": N_("Too many failed attempts. Try again later."),
+    "home.hello": N_("Hello, {name}"),
+    "home.roles": N_("Your roles"),
+    "home.venues": N_("Places you can book"),
+    "nav.logout": N_("Sign out"),
+    "nav.api": N_("API documentation"),
+    "nav.doors": N_("Doors and controllers"),
+    "nav.home": N_("Home"),
+    "doors.title": N_("Doors and controllers"),
+    "doors.live": N_("Live: this page refreshes every 5 seconds"),
+    "doors.controllers": N_("Controllers"),
+    "doors.controller": N_("Controller"),
+    "doors.state": N_("State"),
+    "doors.last_seen": N_("Last seen"),
+    "doors.doors": N_("Doors"),
+    "doors.door": N_("Door"),
+    "doors.now": N_("Allowed now"),
+    "doors.coming": N_("Coming grants"),
+    "doors.events": N_("Latest door events"),
+    "doors.no_events": N_("No door events yet."),
+    "state.online": N_("online"),
+    "state.offline": N_("offline"),
+    "state.degraded": N_("degraded"),
+    "state.unknown": N_("unknown"),
+    "event.granted": N_("granted"),
+    "event.denied": N_("denied"),
+    "event.forced": N_("forced"),
+    "event.held_open": N_("held open"),
+    "event.tamper": N_("tamper"),
+    "event.unknown": N_("unknown"),
+    "forbidden.title": N_("This page is not available to your role."),
 }
+
+LOCALE_NAMES = {"en": "English", "fr": "Français", "de": "Deutsch"}
+
+
+def parse_accept_language(header: str | None) -> list[str]:
+    """The supported languages an Accept-Language header asks for, best first (q-values honoured)."""
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            name, _, value = p.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        lang = tag.strip().lower().split("-")[0]
+        if q > 0 and lang in SUPPORTED_LOCALES:
+            ranked.append((-q, i, lang))
+    out: list[str] = []
+    for _, _, lang in sorted(ranked):
+        if lang not in out:
+            out.append(lang)
+    return out
 
 
 def pick_locale(user_locale: str | None, accept_language: str | None, default: str = "en") -> str:
+    """`user_locale` is the user's explicit choice (None when they never chose); then the browser's
+    languages; then `default`, the site's locale."""
     if user_locale in SUPPORTED_LOCALES:
         return user_locale
-    for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().lower()[:2]
-        if tag in SUPPORTED_LOCALES:
-            return tag
-    return default
+    wanted = parse_accept_language(accept_language)
+    if wanted:
+        return wanted[0]
+    return default if default in SUPPORTED_LOCALES else "en"
 
 
-def translator(locale: str):
-    table = MESSAGES.get(locale, MESSAGES["en"])
+@lru_cache(maxsize=8)
+def catalog(locale: str) -> NullTranslations:
+    """The compiled catalog of a language (English, the source language, needs none)."""
+    if locale not in SUPPORTED_LOCALES or locale == "en":
+        return NullTranslations()
+    return Translations.load(str(LOCALE_DIR), [locale], DOMAIN)
 
-    def t(key: str, **kwargs: object) -> str:
-        text = table.get(key) or MESSAGES["en"].get(key, key)
+
+def translator(locale: str) -> Callable[..., str]:
+    """`t(msgid, **kwargs)`: the translation of the English `msgid`, then `str.format(**kwargs)`."""
+    translations = catalog(locale)
+
+    def t(msgid: str, **kwargs: object) -> str:
+        text = translations.gettext(LEGACY.get(msgid, msgid))
         return text.format(**kwargs) if kwargs else text
 
     return t

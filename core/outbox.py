@@ -24,7 +24,7 @@ log = logging.getLogger("core.outbox")
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "done_at", "available_at"),)
+    __table_args__ = (Index("ix_outbox_pending", "done_at", "available_at"), Index("ix_outbox_parked", "failed_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -39,12 +39,19 @@ class OutboxMessage(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
 
 
+WRITTEN = "outbox.written"
+
+
 def enqueue(
     session: Session, kind: str, payload: dict[str, Any], *, available_at: datetime | None = None
 ) -> OutboxMessage:
     """Add a message to the caller's transaction: it exists only if that transaction commits."""
     msg = OutboxMessage(kind=kind, payload=payload, available_at=available_at or utcnow())
     session.add(msg)
+    # Noted on the connection, like access.transitions' NEXT_DUE: a delivery worker on this engine
+    # wakes at once when the connection comes back after the commit (see schedules.delivery); a
+    # rollback clears it.
+    session.connection().info[WRITTEN] = True
     return msg
 
 
@@ -87,6 +94,37 @@ def claim(
             row.attempts += 1
             claimed.append(Claimed(ident(row), row.kind, dict(row.payload), row.attempts))
         return claimed
+
+
+def take(session: Session, kinds: list[str], *, limit: int = 50) -> list[OutboxMessage]:
+    """Lock available messages inside the caller's transaction, for work that is done and settled
+    (`settle_taken`) in that same transaction: no lease is needed, since nothing is visible to
+    others before the commit and a rollback leaves the rows as they were."""
+    now = utcnow()
+    return list(
+        session.exec(
+            select(OutboxMessage)
+            .where(
+                col(OutboxMessage.kind).in_(kinds),
+                col(OutboxMessage.done_at).is_(None),
+                col(OutboxMessage.failed_at).is_(None),
+                col(OutboxMessage.available_at) <= now,
+                or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
+            )
+            .order_by(col(OutboxMessage.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+
+
+def settle_taken(session: Session, rows: list[OutboxMessage]) -> None:
+    now = utcnow()
+    for row in rows:
+        row.attempts += 1
+        row.done_at = now
+        row.locked_by, row.locked_until = None, None
+        session.add(row)
 
 
 def mark_done(engine: Engine, ids: list[int], worker: str) -> None:
@@ -142,3 +180,39 @@ def drain(engine: Engine, handlers: Mapping[str, Handler], *, worker: str | None
                 done.append(msg.id)
                 handled += 1
         mark_done(engine, done, worker)
+
+
+def settle(session: Session, ids: list[int], worker: str) -> int:
+    """Mark claimed messages done inside the caller's transaction (with what their handling wrote)."""
+    if not ids:
+        return 0
+    result = session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(ids), col(OutboxMessage.locked_by) == worker)
+        .values(done_at=utcnow(), locked_until=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def parked(session: Session, kinds: list[str] | None = None, *, limit: int = 100) -> list[OutboxMessage]:
+    """Messages that failed too often and wait for a person (newest first)."""
+    stmt = select(OutboxMessage).where(col(OutboxMessage.failed_at).is_not(None), col(OutboxMessage.done_at).is_(None))
+    if kinds:
+        stmt = stmt.where(col(OutboxMessage.kind).in_(kinds))
+    return list(session.exec(stmt.order_by(col(OutboxMessage.id).desc()).limit(limit)).all())
+
+
+def resend(session: Session, message_id: int) -> OutboxMessage | None:
+    """Put a parked message back in the queue with a fresh count of attempts; None if not parked."""
+    msg = session.get(OutboxMessage, message_id, with_for_update=True)
+    if msg is None or msg.failed_at is None or msg.done_at is not None:
+        return None
+    msg.failed_at = None
+    msg.attempts = 0
+    msg.available_at = utcnow()
+    msg.locked_by = None
+    msg.locked_until = None
+    session.add(msg)
+    session.flush()
+    session.connection().info[WRITTEN] = True
+    return msg

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from access.protocol import ControllerDriver
+from access.protocol import ControllerDriver, OnlineDecide
 
 __all__ = ["ControllerSettings", "DriverContext", "DriverFactory", "DriverFamily", "Simulator", "Transport"]
 
@@ -38,6 +38,10 @@ class DriverContext:
     Built by the composition root from its settings: drivers never read the environment."""
 
     mqtt_url: str = ""  # the gateway's broker (BOOKGATE_MQTT_URL); empty when none is configured
+    decide: OnlineDecide | None = None  # the online-decision index, for readers that hold no card list
+    # A device's own secret (a BLE lock's key): label -> 32 bytes, derived by the composition root
+    # from the gateway's credential key, so no device key is stored anywhere. None: none available.
+    device_key: Callable[[str], bytes] | None = None
 
 
 DriverFactory = Callable[[Sequence[tuple[str, Any]], DriverContext], ControllerDriver | None]

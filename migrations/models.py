@@ -8,10 +8,13 @@ from sqlmodel import SQLModel
 
 def load_all_models() -> MetaData:
     import access.models  # noqa: F401
-    import bms.models  # noqa: F401
+    import bms.models
+    import bms.waitlist  # noqa: F401
     import core.audit
     import core.models
     import core.outbox  # noqa: F401
     import moderation.models  # noqa: F401
+    import notify.models  # noqa: F401
+    import vms.models  # noqa: F401
 
     return SQLModel.metadata

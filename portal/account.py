@@ -1,30 +1,71 @@
-"""Signing in and out: the pages every audience shares."""
+"""The pages every audience shares: signing in and out, the language, my profile; the portal's
+own static files and the API documentation served from this machine (no CDN)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from access.models import Credential
+from access.service import credential_public
+from config.settings import SUPPORTED_LOCALES
 from core import auth
-from core.db import write_session
-from core.deps import ClientAddr, EngineDep, SettingsDep
-from core.errors import AppError
-from portal.layout import COOKIE, STATIC_DIR, check_origin, current, render
+from core.auth import Principal, UserUpdate
+from core.db import open_session, write_session
+from core.deps import ClientAddr, EngineDep, SessionDep, SettingsDep
+from core.errors import AppError, NotFound
+from core.i18n import N_
+from core.security import hashing_for
+from portal.layout import (
+    COOKIE,
+    LANG_COOKIE,
+    PAGE_HEADERS,
+    STATIC_DIR,
+    check_origin,
+    current,
+    page_locale,
+    render,
+    require_page,
+    templates,
+)
 
 router = APIRouter(include_in_schema=False)
 
+ONE_YEAR = 365 * 24 * 3600
+STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(css|js|svg|png)$")
+STATIC_TYPES = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml", "png": "image/png"}
 
-@router.get("/static/portal.css")
-def stylesheet() -> FileResponse:
-    """The pages' one stylesheet: a file of their own, since their CSP forbids inline styles."""
-    return FileResponse(STATIC_DIR / "portal.css", media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+@router.get("/static/{name}")
+def static_file(name: str) -> FileResponse:
+    """The portal's own files (its CSP forbids inline styles and scripts): portal.css, page
+    stylesheets and small scripts beside it."""
+    path = STATIC_DIR / name
+    if not STATIC_NAME.match(name) or not path.is_file():
+        raise NotFound("not_found", "no such file")
+    return FileResponse(
+        path, media_type=STATIC_TYPES[name.rsplit(".", 1)[1]], headers={"Cache-Control": "max-age=3600"}
+    )
+
+
+# ---------------------------------------------------------------- signing in and out
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> HTMLResponse:
     return render(request, "login.html", None)
+
+
+def _session_cookie(response: Response, request: Request, token: str, max_age: int) -> None:
+    response.set_cookie(
+        COOKIE, token, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=max_age
+    )
 
 
 @router.post("/login")
@@ -40,17 +81,12 @@ def login_submit(
     try:
         token = auth.login(engine, settings, email, password, addr)
     except AppError as exc:
-        key = "login.throttled" if exc.status == 429 else "login.failed"
-        return render(request, "login.html", None, status=exc.status, error=key, email=email)
+        error = (
+            N_("Too many failed attempts. Try again later.") if exc.status == 429 else N_("Wrong email or password.")
+        )
+        return render(request, "login.html", None, status=exc.status, error=error, email=email)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token.access_token,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        max_age=settings.session_ttl_minutes * 60,
-    )
+    _session_cookie(response, request, token.access_token, settings.session_ttl_minutes * 60)
     return response
 
 
@@ -64,3 +100,163 @@ def logout_submit(request: Request, engine: EngineDep) -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
+
+
+# ---------------------------------------------------------------- language
+
+
+def _local_path(value: str) -> str:
+    """Only a path of this site (never '//elsewhere' or a scheme): no open redirect."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _remember_locale(response: Response, request: Request, locale: str) -> None:
+    response.set_cookie(
+        LANG_COOKIE, locale, max_age=ONE_YEAR, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+    )
+
+
+@router.post("/lang")
+def switch_language(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    lang: Annotated[str, Form(max_length=5)],
+    next_: Annotated[str, Form(alias="next", max_length=2000)] = "/",
+) -> Response:
+    """The switcher on every page: the user's explicit choice, kept in a cookie for this browser
+    and, when signed in, on their account (messages are written in it)."""
+    check_origin(request)
+    if lang not in SUPPORTED_LOCALES:
+        raise NotFound("unknown_locale", "no such language")
+    principal = current(request, engine)
+    if principal is not None and principal.locale != lang:
+        with write_session(engine) as s:
+            auth.update_user(s, principal.actor, principal.user_id, UserUpdate(locale=lang), hashing_for(settings))
+    response = RedirectResponse(_local_path(next_), status_code=303)
+    _remember_locale(response, request, lang)
+    return response
+
+
+# ---------------------------------------------------------------- my profile
+
+
+def _profile(request: Request, session: Session, principal: Principal, status: int = 200, **ctx: Any) -> HTMLResponse:
+    creds = session.exec(
+        select(Credential).where(col(Credential.user_id) == principal.user_id).order_by(col(Credential.id))
+    ).all()
+    return render(
+        request,
+        "profile.html",
+        principal,
+        status=status,
+        credentials=[credential_public(c) for c in creds],
+        kind_labels=CREDENTIAL_KINDS,
+        errors=ctx.pop("errors", {}),
+        **ctx,
+    )
+
+
+CREDENTIAL_KINDS = {
+    "badge": N_("Badge"),
+    "pin": N_("PIN"),
+    "ble": N_("Phone key (BLE)"),
+    "qr": N_("QR code"),
+    "key": N_("Key cabinet"),
+}
+# The password policy's refusals (`core.security.check_password`), in words.
+PASSWORD_REFUSALS = {
+    "password_too_short": N_("Use at least 10 characters."),
+    "password_too_long": N_("This password is too long."),
+    "password_repetitive": N_("A password of repeated characters is too easy to guess."),
+    "password_sequence": N_("A password made of a sequence is too easy to guess."),
+    "password_common": N_("This password is among the most common ones; choose another."),
+}
+NOTICES = {
+    "password": N_("Your password is changed. Your other sessions are signed out."),
+    "language": N_("Your language is saved."),
+}
+
+
+@router.get("/profile", response_class=HTMLResponse)
+def profile(request: Request, engine: EngineDep, session: SessionDep) -> Response:
+    principal = require_page(request, engine)
+    if not isinstance(principal, Principal):
+        return principal
+    return _profile(request, session, principal, notice=NOTICES.get(request.query_params.get("done", "")))
+
+
+@router.post("/profile/password")
+def change_password(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    addr: ClientAddr,
+    current_password: Annotated[str, Form(max_length=1024)],
+    new_password: Annotated[str, Form(max_length=1024)],
+) -> Response:
+    """Checked like a sign-in (throttled), then changed: every session of the account is revoked,
+    and this browser gets a fresh one."""
+    check_origin(request)
+    principal = require_page(request, engine)
+    if not isinstance(principal, Principal):
+        return principal
+
+    def refuse(field: str, message: str, status: int) -> Response:
+        with open_session(engine) as s:
+            return _profile(request, s, principal, status=status, errors={field: message})
+
+    try:
+        data = UserUpdate(password=new_password)
+    except ValidationError as exc:
+        code = str(exc.errors()[0].get("type", ""))  # the policy's reason code
+        return refuse("new_password", PASSWORD_REFUSALS.get(code, N_("Choose another password.")), 422)
+    try:
+        auth.login(engine, settings, principal.email, current_password, addr)
+    except AppError as exc:
+        wrong = (
+            N_("Too many failed attempts. Try again later.") if exc.status == 429 else N_("This is not your password.")
+        )
+        return refuse("current_password", wrong, exc.status)
+    with write_session(engine) as s:
+        auth.update_user(s, principal.actor, principal.user_id, data, hashing_for(settings))
+    token = auth.login(engine, settings, principal.email, new_password, addr)
+    response = RedirectResponse("/profile?done=password", status_code=303)
+    _session_cookie(response, request, token.access_token, settings.session_ttl_minutes * 60)
+    return response
+
+
+# ---------------------------------------------------------------- API documentation, offline
+
+
+SWAGGER_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript"}
+
+
+# Swagger UI sets inline styles and shows its logo as a data: image; it runs nothing inline.
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request) -> HTMLResponse:
+    """Swagger UI from the files installed with the app (`swagger_ui_bundle`): no CDN, it works
+    without the Internet. Its start-up script is a file of ours (`static/apidocs.js`)."""
+    return templates.TemplateResponse(
+        request,
+        "apidocs.html",
+        {"locale": page_locale(request, None), "openapi_url": request.app.openapi_url or "/openapi.json"},
+        headers={**PAGE_HEADERS, "Content-Security-Policy": DOCS_POLICY},
+    )
+
+
+@router.get("/static/docs/{name}")
+def swagger_asset(name: str) -> FileResponse:
+    if name not in SWAGGER_FILES:
+        raise NotFound("not_found", "no such file")
+    return FileResponse(
+        swagger_ui_path / name, media_type=SWAGGER_FILES[name], headers={"Cache-Control": "max-age=86400"}
+    )

@@ -19,8 +19,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, Engine, event
 
 from access.decisions import trim_changes
+from access.levels import LEVELS_EVERY_MINUTES, replan_levels
 from access.transitions import NEXT_DUE
 from core.db import utcnow, write_session
+from schedules import visits as visit_jobs
 from schedules.dispatch import Send, SendMany, dispatch_once, next_due
 from schedules.expiry import expire_pending
 from schedules.noshow import mark_no_shows
@@ -48,6 +50,10 @@ class Clock:
         self.dispatching = dispatching
         self.closed = False
         self._lock = threading.Lock()
+        # While a dispatch runs, APScheduler skips the job's fire times ("maximum number of running
+        # instances"): a wake-up then is kept here and honoured when the run ends.
+        self.running = False
+        self.woken_while_running: datetime | None = None
 
     def wake(self, at: datetime) -> None:
         """Run the dispatcher at `at` unless it is already due to run sooner."""
@@ -55,6 +61,10 @@ class Clock:
             return
         with self._lock:
             if self.closed:
+                return
+            if self.running:
+                held = self.woken_while_running
+                self.woken_while_running = at if held is None or at < held else held
                 return
             try:
                 job = self.scheduler.get_job("dispatch")
@@ -118,20 +128,31 @@ def start_clock(
     if dispatching:
 
         def dispatch() -> None:
-            try:
-                dispatch_once(
-                    engine,
-                    send,
-                    send_many=send_many,
-                    lease=timedelta(seconds=lease_seconds),
-                    stopping=lambda: clock.closed,
-                )
-                upcoming = next_due(engine)
-            except Exception:
-                log.exception("dispatching due transitions failed; the next run retries")
+            for _round in range(20):  # bounded: the interval job comes back anyway
+                with clock._lock:
+                    clock.running, clock.woken_while_running = True, None
+                upcoming: datetime | None = None
+                try:
+                    dispatch_once(
+                        engine,
+                        send,
+                        send_many=send_many,
+                        lease=timedelta(seconds=lease_seconds),
+                        stopping=lambda: clock.closed,
+                    )
+                    upcoming = next_due(engine)
+                except Exception:
+                    log.exception("dispatching due transitions failed; the next run retries")
+                finally:
+                    with clock._lock:
+                        clock.running = False
+                        woken = clock.woken_while_running
+                if woken is not None and woken <= utcnow() and not clock.closed:
+                    continue  # a commit woke us mid-run: its rows may have missed this run's claim
+                for at in (woken, upcoming):
+                    if at is not None:
+                        clock.wake(at)  # a wake-up that fell while we ran is not lost
                 return
-            if upcoming is not None:
-                clock.wake(upcoming)  # a wake-up that fell while we ran is not lost
 
         scheduler.add_job(
             dispatch, "interval", seconds=dispatch_every_seconds, id="dispatch", next_run_time=utcnow(), **every
@@ -162,11 +183,42 @@ def start_clock(
         **every,
     )
 
+    # visitors (schedules.visits): automatic check-out and no-shows with the sweeps, retention daily
+    scheduler.add_job(
+        _guard("visitors checked out", lambda: visit_jobs.auto_check_out(engine, now())),
+        "interval",
+        seconds=expiry_every_seconds,
+        id="visits-check-out",
+        next_run_time=now(),
+        **every,
+    )
+    scheduler.add_job(
+        _guard("visit no-shows", lambda: visit_jobs.no_shows(engine, now())),
+        "interval",
+        seconds=expiry_every_seconds,
+        id="visits-no-show",
+        **every,
+    )
+    scheduler.add_job(
+        _guard("visitors purged", lambda: visit_jobs.purge(engine, now())),
+        "interval",
+        hours=6,
+        id="visits-purge",
+        **every,
+    )
+
     def trim() -> None:
         with write_session(engine) as s:
             trim_changes(s, now())
 
     scheduler.add_job(_guard("access change log trimmed", trim), "interval", minutes=30, id="trim-changes", **every)
+    scheduler.add_job(
+        _guard("access levels re-planned", lambda: replan_levels(engine, now())),
+        "interval",
+        minutes=LEVELS_EVERY_MINUTES,
+        id="access-levels",  # first run one interval after start: imports and the demo sync levels themselves
+        **every,
+    )
     scheduler.start()
     clock.listen()
     return clock

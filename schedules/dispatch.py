@@ -25,9 +25,9 @@ from sqlmodel import Session, col, select, update
 
 from access.desired import DoorGrant
 from access.models import Controller, Credential, Door, Transition, plain_value
-from access.protocol import Command, CommandResult, Grant, Revoke
+from access.protocol import Command, CommandResult, Grant, HoldOpen, Revoke
 from access.service import state_for_doors
-from core import audit
+from core import audit, outbox
 from core.audit import SYSTEM
 from core.db import ident, read_session, utcnow, write_session
 from core.models import User
@@ -123,25 +123,40 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
     there is nothing to send (a credential kind this controller does not store, or an open/close
     it cannot express: esp-rfid cannot be told to hold a door open)."""
     cred_ids = {d.credential_id for d in batch if d.credential_id is not None}
-    if not cred_ids:
-        return {d.id: None for d in batch}
-    creds = {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all()}
-    door_ids = {d.door_id for d in batch if d.credential_id is not None}
+    creds = (
+        {c.id: c for c in session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all()}
+        if cred_ids
+        else {}
+    )
+    door_ids = {d.door_id for d in batch}
     doors = {ident(d): d for d in session.exec(select(Door).where(col(Door.id).in_(door_ids))).all()}
     names = {
         u.id: u.name
         for u in session.exec(select(User).where(col(User.id).in_({c.user_id for c in creds.values()}))).all()
     }
     users = {c.user_id for c in creds.values()}
-    state = state_for_doors(session, sorted(doors), now, user_ids=users)
     current: dict[tuple[int, int], list[DoorGrant]] = defaultdict(list)
-    for g in state.grants:
-        if g.preload:
-            current[(g.door_id, g.credential_id)].append(g)
+    if creds:
+        for g in state_for_doors(session, sorted(doors), now, user_ids=users).grants:
+            if g.preload:
+                current[(g.door_id, g.credential_id)].append(g)
+    # `free` windows: an open/close row holds the door's output released until the window's end,
+    # or locks it again (controllers that cannot hold an output answer that there is nothing to do)
+    open_doors = sorted({d.door_id for d in batch if d.credential_id is None} & set(doors))
+    held: dict[int, datetime] = {}
+    if open_doors:
+        for h in state_for_doors(session, open_doors, now).hold_open:
+            if h.start <= now < h.end:
+                held[h.door_id] = max(h.end, held.get(h.door_id, h.end))
     out: dict[int, Command | None] = {}
     for due in batch:
         if due.credential_id is None:
-            out[due.id] = None
+            door = doors.get(due.door_id)
+            out[due.id] = (
+                HoldOpen(f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}", door.output, held.get(due.door_id))
+                if door is not None
+                else None
+            )
             continue
         cred = creds.get(due.credential_id)
         label = names.get(cred.user_id, str(cred.user_id)) if cred else ""
@@ -186,6 +201,8 @@ def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], 
                     attempts=due.attempts,
                     error=detail[:200],
                 )
+                # and the people who look after it are told (notify delivers it after the commit)
+                outbox.enqueue(s, "controller.degraded", {"controller": due.controller_key, "error": detail[:200]})
 
 
 def _send_each(send: Send, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]:

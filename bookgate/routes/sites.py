@@ -6,11 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from sqlalchemy import Engine
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from bookgate.provision import apply_site_file, parse_site
 from config.site import SiteFile, SiteFileError, load_yaml
+from core.audit import Actor
 from core.deps import AdminUser, CurrentUser, EngineDep, SessionDep
 from core.errors import Invalid
 from core.models import Site, Venue
@@ -26,6 +28,12 @@ def _parse(raw: bytes) -> SiteFile:
     except UnicodeDecodeError:
         raise SiteFileError(["(file): the body is not UTF-8 YAML or JSON"]) from None
     return parse_site(load_yaml(text))
+
+
+def import_bytes(engine: Engine, raw: bytes, actor: Actor, *, source: str = "portal") -> dict[str, Any]:
+    """A site file given as bytes, parsed, checked whole and applied whole (SiteFileError lists every
+    problem): lent to the portal's admin page as `app.state.site_import`."""
+    return apply_site_file(engine, _parse(raw), actor, source=source).as_dict()
 
 
 class VenuePublic(BaseModel):

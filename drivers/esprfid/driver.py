@@ -72,6 +72,7 @@ from access.protocol import (
     FullSync,
     Grant,
     Heartbeat,
+    HoldOpen,
     ListUsers,
     Report,
     ReportCallback,
@@ -366,6 +367,8 @@ class EsprfidDriver:
             return CommandResult(cid, True, "door released for the device's configured relay time", attempts)
         if isinstance(command, FullSync):
             return await self._full_sync(ctl, command)
+        if isinstance(command, HoldOpen):  # the firmware only pulses its relay (opendoor)
+            return CommandResult(cid, True, "esp-rfid cannot hold a door open: free mode is not enforced here")
         if isinstance(command, ListUsers):
             records, attempts = await self._list(ctl)
             previous = ctl.held

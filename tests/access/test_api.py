@@ -73,12 +73,13 @@ def test_doors_are_scoped(client, folks):
         "party-room-door",
         "garage-gate",
         "key-cabinet",
+        "garage-door",
     }
     sports = {d["key"] for d in client.get("/api/v1/doors", headers=folks["sports"][1]).json()}
     assert sports == {"court-gate"}
     assert client.get("/api/v1/doors/garage-gate", headers=folks["sports"][1]).status_code == 404
     assert client.get("/api/v1/doors", headers=folks["alice"][1]).json() == []
-    assert len(client.get("/api/v1/doors", headers=folks["reception"][1]).json()) == 6
+    assert len(client.get("/api/v1/doors", headers=folks["reception"][1]).json()) == 7
 
 
 def test_a_booking_grants_its_beneficiaries_on_its_doors_until_cancelled(client, folks):

@@ -113,3 +113,22 @@ def test_checked_in_bookings_are_not_no_shows(engine, booked):  # noqa: F811
     _event(engine, "B0B0B0B0", start + timedelta(minutes=1))
     assert mark_no_shows(engine, start + timedelta(minutes=30)) == 0
     assert _reservation(engine, res["id"]).status == "checked_in"
+
+
+def test_a_key_not_returned_is_a_message_for_the_staff(engine, make_user):
+    """The key cabinet reports a key still out after its window: stored, and told through the outbox."""
+    from core.outbox import OutboxMessage
+
+    holder, _ = make_user({"role": "resident", "site": "les-tilleuls"}, name="Alice")
+    with write_session(engine) as s:
+        from access.models import Credential
+
+        s.add(Credential(user_id=holder.id, kind="badge", format="uid", value="a1b2c3d4", compact="a1b2c3d4"))
+    at = datetime.now().astimezone()
+    with write_session(engine) as s:
+        row = events.record(s, DoorEvent("cabinet-ctl", "key_overdue", "a1b2c3d4", 1, at, {}))
+        assert row is not None and row.kind == "key_overdue" and row.user_id == holder.id
+    with read_session(engine) as s:
+        told = s.exec(select(OutboxMessage).where(OutboxMessage.kind == "access.key_overdue")).one()
+    assert told.payload["controller"] == "cabinet-ctl" and told.payload["holder"] == "Alice"
+    assert told.payload["site"] == "les-tilleuls" and told.payload["door"].startswith("Key cabinet")

@@ -103,4 +103,5 @@ def test_the_example_imports_with_every_kind_stored(engine):
     import_site_file(engine, example_path(), SYSTEM)
     with read_session(engine) as s:
         kinds = {c.key: c.driver for c in s.exec(select(Controller))}
-    assert kinds["garage-ctl"] == "osdp" and kinds["cabinet-ctl"] == "ble" and kinds["courts-ctl"] == "esprfid"
+    assert kinds["garage-ctl"] == "ble" and kinds["cabinet-ctl"] == "osdp" and kinds["courts-ctl"] == "esprfid"
+    assert kinds["garage-door-ctl"] == "osdp"

@@ -42,7 +42,7 @@ def test_example_describes_the_residence():
 
 def test_import_is_idempotent(engine):
     first = import_site_file(engine, example_path(), SYSTEM)
-    assert first.created["resource_unit"] == 20 + 5 and first.created["door"] == 6
+    assert first.created["resource_unit"] == 20 + 5 and first.created["door"] == 7
     before = _counts(engine)
     second = import_site_file(engine, example_path(), SYSTEM)
     assert not second.changed and second.changes == []
@@ -122,7 +122,7 @@ def test_cli_refuses_bad_file_and_writes_nothing(engine, tmp_path, monkeypatch, 
         assert cli_main(["import", str(broken)]) == 1
         assert "not valid YAML at line" in capsys.readouterr().err
         assert cli_main(["import", str(example_path())]) == 0
-        assert _counts(engine)["Door"] == 6
+        assert _counts(engine)["Door"] == 7
     finally:
         get_settings.cache_clear()
 

@@ -74,6 +74,9 @@ def test_tampered_row_is_named(engine, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BOOKGATE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     from config import get_settings
 
+    # the rows' key, and a var/ of this test's own (no checkpoint of another database)
+    monkeypatch.setenv("BOOKGATE_SECRET_KEY", get_settings().effective_secret_key())
+    monkeypatch.setenv("BOOKGATE_VAR_DIR", str(tmp_path / "cli-var"))
     get_settings.cache_clear()
     try:
         assert cli_main(["audit", "verify"]) == 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,13 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
+
+
+def update_docs_screenshot(source: Path, name: str) -> None:
+    """Refresh a README screenshot, only when asked (`make screenshots`): a test run must not
+    change the repository's files."""
+    if os.environ.get("BOOKGATE_UPDATE_SCREENSHOTS"):
+        shutil.copyfile(source, DOCS_DIR / name)

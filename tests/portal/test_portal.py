@@ -18,7 +18,7 @@ def test_portal_sign_in_home_and_sign_out(client, make_user, example_site):
     assert r.status_code == 303
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
-    home = client.get("/")
+    home = client.get("/", headers={"Accept-Language": "en"})  # else the site's language (French)
     assert home.status_code == 200 and "Hello, Alice" in home.text
     assert "Tennis court 1" in home.text and "Visitor parking spaces" in home.text
     # The cookie session is the API's session too: it is revoked by signing out.

@@ -13,6 +13,7 @@ from access.protocol import CommandResult, Grant, Revoke
 from access.transitions import PRELOAD
 from core.audit import AuditEntry
 from core.db import make_engine, read_session, write_session
+from core.outbox import OutboxMessage
 from schedules.dispatch import dispatch_once
 from tests.bms.conftest import local
 from tests.conftest import login
@@ -170,6 +171,9 @@ def test_failures_retry_with_backoff_and_give_up(engine, booked):
         assert s.exec(select(Controller).where(Controller.key == "courts-ctl")).one().state == "degraded"
         alert = s.exec(select(AuditEntry).where(AuditEntry.action == "controller.degraded")).one()
     assert alert.object_id == "courts-ctl"
+    with read_session(engine) as s:  # and a message for the people who look after it
+        told = s.exec(select(OutboxMessage).where(OutboxMessage.kind == "controller.degraded")).one()
+    assert told.payload["controller"] == "courts-ctl"
 
 
 def _worker(url: str, out: mp.Queue) -> None:
@@ -242,3 +246,39 @@ def test_a_window_across_the_spring_change_keeps_its_real_instants(client, engin
         datetime(2027, 3, 28, 0, 20, tzinfo=UTC),
         datetime(2027, 3, 28, 1, 35, tzinfo=UTC),
     )
+
+
+def test_a_free_window_holds_the_door_released_then_locks_it_again(client, engine, make_user):
+    """`free` mode: no card at all; the door's output is held released for the window, and the
+    controller is told when to lock again (and is told to lock at the end)."""
+    from datetime import datetime
+
+    from access.protocol import HoldOpen
+    from bms.models import Resource
+
+    with write_session(engine) as s:
+        court = s.exec(select(Resource).where(Resource.key == "court-2")).one()
+        court.access = {**(court.access or {}), "mode": "free"}
+        s.add(court)
+    alice, pw = make_user({"role": "resident", "site": "les-tilleuls"}, name="Alice")
+    start = local(4, 10)
+    r = client.post(
+        "/api/v1/reservations",
+        headers=login(client, alice.email, pw),
+        json={"resource": "court-2", "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+    )
+    assert r.status_code == 201, r.text
+    res = r.json()
+    access_start, access_end = (datetime.fromisoformat(res[k]) for k in ("access_start", "access_end"))
+    rows = _rows(engine)
+    assert {t.action for t in rows} == {"open", "close"} and all(t.credential_id is None for t in rows)
+
+    during = Recorder()
+    dispatch_once(engine, during, now=access_start + timedelta(minutes=1))
+    assert [(key, type(c).__name__, c.until) for key, c in during.sent] == [("courts-ctl", "HoldOpen", access_end)]
+
+    after = Recorder()
+    dispatch_once(engine, after, now=access_end + timedelta(minutes=1))
+    assert [(key, c) for key, c in after.sent if not isinstance(c, HoldOpen) or c.until is not None] == []
+    assert [type(c).__name__ for _, c in after.sent] == ["HoldOpen"]  # lock again: until=None
+    assert all(t.status == "done" for t in _rows(engine))
