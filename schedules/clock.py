@@ -30,6 +30,15 @@ from schedules.noshow import mark_no_shows
 log = logging.getLogger("bookgate.schedules")
 
 
+class _DispatchBusy(logging.Filter):
+    """A dispatch fire time that falls during a run is expected (the run goes round again for it):
+    APScheduler's warning about it says nothing to an operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("maximum number of running instances" in message and "dispatch" in message)
+
+
 def _guard(name: str, fn: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:
@@ -122,6 +131,9 @@ def start_clock(
 ) -> Clock:
     """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too."""
     scheduler = BackgroundScheduler(timezone="UTC")
+    apscheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _DispatchBusy) for f in apscheduler_log.filters):
+        apscheduler_log.addFilter(_DispatchBusy())
     dispatching = send is not None or send_many is not None
     clock = Clock(engine, scheduler, dispatching)
     every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}

@@ -6,7 +6,7 @@ import multiprocessing as mp
 from datetime import timedelta
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import func, select, update
 
 from access.models import Controller, Door, Transition
 from access.protocol import CommandResult, Grant, Revoke
@@ -282,3 +282,42 @@ def test_a_free_window_holds_the_door_released_then_locks_it_again(client, engin
     assert [(key, c) for key, c in after.sent if not isinstance(c, HoldOpen) or c.until is not None] == []
     assert [type(c).__name__ for _, c in after.sent] == ["HoldOpen"]  # lock again: until=None
     assert all(t.status == "done" for t in _rows(engine))
+
+
+def test_a_commit_during_a_dispatch_run_is_sent_when_the_run_ends(client, engine, booked):
+    """A cancellation committed while the grant is on the wire (its wake-up falls during the run)
+    gets its revoke right after that batch, long before the (here 60 s) safety-net poll."""
+    import threading
+    import time
+
+    from core.db import utcnow
+    from schedules.clock import start_clock
+
+    res, headers = booked
+    with write_session(engine) as s:  # the grant falls due now (instead of a day before the window)
+        s.exec(update(Transition).where(Transition.action == "grant").values(due_at=utcnow()))
+    first_batch, release = threading.Event(), threading.Event()
+    sent: list[tuple[float, str]] = []
+
+    def send_many(pairs):  # type: ignore[no-untyped-def]
+        if not first_batch.is_set():
+            first_batch.set()
+            release.wait(10)  # the controller is slow to answer the first batch
+        sent.extend((time.monotonic(), type(c).__name__) for _, c in pairs)
+        return [CommandResult(c.command_id, True, "") for _, c in pairs]
+
+    clock = start_clock(engine, send_many=send_many, dispatch_every_seconds=60)
+    try:
+        assert first_batch.wait(10)
+        r = client.post(f"/api/v1/reservations/{res['id']}/cancel", headers=headers, json={})
+        assert r.status_code == 200, r.text  # committed mid-run: its revoke is due at once
+        released_at = time.monotonic()
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [name for _, name in sent] == ["Grant", "Revoke"]
+        assert sent[1][0] - released_at < 3  # not the 60 s safety net
+    finally:
+        release.set()
+        clock.shutdown(wait=True)
