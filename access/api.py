@@ -62,6 +62,14 @@ def revoke_credential(
     return service.credential_public(cred)
 
 
+@router.put("/me/credentials/{credential_id}/pin", response_model=service.CredentialPublic)
+def change_my_pin(
+    credential_id: int, data: service.PinChange, principal: CurrentUser, session: WriteSessionDep
+) -> service.CredentialPublic:
+    """Change the digits of a PIN you hold (issued by reception)."""
+    return service.credential_public(service.change_own_pin(session, principal, credential_id, data))
+
+
 @router.get("/controllers", response_model=list[ControllerPublic])
 def list_controllers(principal: CurrentUser, session: SessionDep) -> list[ControllerPublic]:
     """Live state: online, offline, degraded (a failed re-sync or command), with last seen and last sync."""

@@ -332,6 +332,33 @@ def revoke_credential(session: Session, principal: Principal, user_id: int, cred
     return cred
 
 
+class PinChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pin: str = Field(min_length=4, max_length=8, pattern=r"^[0-9]+$", description="4 to 8 digits")
+
+
+def change_own_pin(session: Session, principal: Principal, credential_id: int, data: PinChange) -> Credential:
+    """A person changes the PIN they hold (reception issues and revokes; the owner alone may choose
+    its digits). Another person's credential, or one that is not a PIN, is the same 404."""
+    cred = session.get(Credential, credential_id)
+    if cred is None or cred.user_id != principal.user_id or cred.kind != "pin":
+        raise NotFound("credential_not_found", f"no PIN {credential_id} of yours")
+    if cred.revoked_at is not None:
+        raise Invalid("already_revoked", "this PIN is revoked", status=409)
+    cred.value = lookup_token("pin", data.pin)
+    cred.secret = seal(data.pin)
+    try:
+        with session.begin_nested():
+            session.add(cred)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("credential_taken", "choose other digits", field="pin") from None
+    note_credential(session, ident(cred))  # the online decisions follow at once
+    replan_user(session, principal.user_id, utcnow())
+    audit.record(session, principal.actor, "credential.pin_change", "credential", cred.id, user_id=principal.user_id)
+    return cred
+
+
 def list_credentials(session: Session, principal: Principal, user_id: int) -> list[Credential]:
     require_credential_manager(session, principal, user_id)
     return list(

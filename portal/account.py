@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from access.models import Credential
-from access.service import credential_public
+from access.service import PinChange, change_own_pin, credential_public
 from config.settings import SUPPORTED_LOCALES
 from core import auth
 from core.auth import Principal, UserUpdate
@@ -175,6 +175,7 @@ PASSWORD_REFUSALS = {
     "password_common": N_("This password is among the most common ones; choose another."),
 }
 NOTICES = {
+    "pin": N_("Your PIN is changed."),
     "password": N_("Your password is changed. Your other sessions are signed out."),
     "language": N_("Your language is saved."),
 }
@@ -186,6 +187,37 @@ def profile(request: Request, engine: EngineDep, session: SessionDep) -> Respons
     if not isinstance(principal, Principal):
         return principal
     return _profile(request, session, principal, notice=NOTICES.get(request.query_params.get("done", "")))
+
+
+@router.post("/profile/pin/{credential_id:int}")
+def change_pin(
+    request: Request,
+    engine: EngineDep,
+    credential_id: int,
+    pin: Annotated[str, Form(max_length=64)],
+) -> Response:
+    """The owner of a PIN chooses its digits (reception issues and revokes it)."""
+    check_origin(request)
+    principal = require_page(request, engine)
+    if not isinstance(principal, Principal):
+        return principal
+    field = f"pin-{credential_id}"
+    try:
+        data = PinChange(pin=pin)
+    except ValidationError:
+        with open_session(engine) as s:
+            return _profile(request, s, principal, status=422, errors={field: N_("A PIN is 4 to 8 digits.")})
+    try:
+        with write_session(engine) as s:
+            change_own_pin(s, principal, credential_id, data)
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        taken = exc.status == 409 and "taken" in exc.code
+        message = N_("Choose other digits.") if taken else N_("This PIN is revoked.")
+        with open_session(engine) as s:
+            return _profile(request, s, principal, status=exc.status, errors={field: message})
+    return RedirectResponse("/profile?done=pin", status_code=303)
 
 
 @router.post("/profile/password")

@@ -53,3 +53,48 @@ def test_password_change(app, client, make_user):
         assert other.get("/profile", follow_redirects=False).status_code == 303  # the other one is out
         again = {"email": user.email, "password": "a quiet blue harbour"}
         assert client.post("/login", data=again, follow_redirects=False).status_code == 303
+
+
+def test_a_resident_chooses_the_digits_of_their_pin(client, engine, make_user, admin_headers):
+    """Reception issues the PIN; its owner changes the digits (API and profile page); the online
+    decisions follow at once; nobody else can touch it; bad digits are refused in words."""
+    from sqlmodel import select
+
+    from access.events import credential_for
+    from core.audit import AuditEntry
+    from core.db import read_session
+    from tests.conftest import login
+
+    alice, apw = make_user({"role": "resident", "site": "les-tilleuls"})
+    bob, bpw = make_user({"role": "resident", "site": "les-tilleuls"})
+    pin = client.post(
+        f"/api/v1/users/{alice.id}/credentials", json={"kind": "pin", "value": "482915"}, headers=admin_headers
+    )
+    badge = client.post(
+        f"/api/v1/users/{alice.id}/credentials", json={"kind": "badge", "value": "04a1b2c3"}, headers=admin_headers
+    )
+    pid, bid = pin.json()["id"], badge.json()["id"]
+
+    mine = login(client, alice.email, apw)
+    r = client.put(f"/api/v1/me/credentials/{pid}/pin", json={"pin": "7351"}, headers=mine)
+    assert r.status_code == 200 and r.json()["value"] == "****"
+    with read_session(engine) as s:
+        assert credential_for(s, "pin", "7351").id == pid and credential_for(s, "pin", "482915") is None
+        assert s.exec(select(AuditEntry).where(AuditEntry.action == "credential.pin_change")).one()
+    assert client.put(f"/api/v1/me/credentials/{pid}/pin", json={"pin": "12a4"}, headers=mine).status_code == 422
+    assert client.put(f"/api/v1/me/credentials/{bid}/pin", json={"pin": "1234"}, headers=mine).status_code == 404
+    theirs = login(client, bob.email, bpw)
+    assert client.put(f"/api/v1/me/credentials/{pid}/pin", json={"pin": "1234"}, headers=theirs).status_code == 404
+
+    client.post("/login", data={"email": alice.email, "password": apw})
+    page = client.get("/profile", headers=HTML)
+    assert f'action="/profile/pin/{pid}"' in page.text and f'action="/profile/pin/{bid}"' not in page.text
+    bad = client.post(f"/profile/pin/{pid}", data={"pin": "12"}, headers=HTML)
+    assert bad.status_code == 422 and f'id="pin-{pid}-error"' in bad.text and "4 to 8 digits" in bad.text
+    done = client.post(f"/profile/pin/{pid}", data={"pin": "90210"}, headers=HTML, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/profile?done=pin"
+    with read_session(engine) as s:
+        assert credential_for(s, "pin", "90210").id == pid
+
+    client.delete(f"/api/v1/users/{alice.id}/credentials/{pid}", headers=admin_headers)
+    assert client.put(f"/api/v1/me/credentials/{pid}/pin", json={"pin": "1111"}, headers=mine).status_code == 409
