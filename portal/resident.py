@@ -831,6 +831,14 @@ def answer_proposal(
     return RedirectResponse(f"/reservations?done={answer}ed", status_code=303)
 
 
+def _in_series(row: Row, series_id: int, reservation: int, *, dated: bool = False) -> str:
+    """The reservation must be an occurrence of this series (with its occurrence date, to change
+    it); returns that date's key."""
+    if row.r.series_id != series_id or (dated and row.r.occurrence_key is None):
+        raise NotFound("reservation_not_found", f"no reservation {reservation} in this series")
+    return row.r.occurrence_key or ""
+
+
 @router.get("/series/{series_id:int}/cancel", response_class=HTMLResponse)
 def series_cancel_page(
     request: Request, engine: EngineDep, session: SessionDep, series_id: int, reservation: int
@@ -840,8 +848,7 @@ def series_cancel_page(
     if not isinstance(principal, Principal):
         return principal
     row = _own(session, principal, reservation)
-    if row.r.series_id != series_id:
-        raise NotFound("reservation_not_found", f"no reservation {reservation} in this series")
+    _in_series(row, series_id, reservation)
     return _action_page(request, principal, "series_cancel.html", row)
 
 
@@ -860,10 +867,9 @@ def series_cancel(
         return principal
     row = _own(session, principal, reservation)
     try:
-        if row.r.series_id != series_id or row.r.occurrence_key is None:
-            raise NotFound("reservation_not_found", f"no reservation {reservation} in this series")
+        occurrence = _in_series(row, series_id, reservation, dated=True)
         data = recurrence.SeriesCancel(
-            scope="following", from_occurrence=row.r.occurrence_key, reason=reason or "cancelled by user"
+            scope="following", from_occurrence=occurrence, reason=reason or "cancelled by user"
         )
         recurrence.cancel_series(session, principal, series_id, data)
     except AppError as exc:
@@ -884,8 +890,7 @@ def series_edit_page(
     if not isinstance(principal, Principal):
         return principal
     row = _own(session, principal, reservation)
-    if row.r.series_id != series_id:
-        raise NotFound("reservation_not_found", f"no reservation {reservation} in this series")
+    _in_series(row, series_id, reservation)
     times = _local_times(row)
     return _action_page(request, principal, "series_edit.html", row, values={**times, "scope": "following"})
 
@@ -908,17 +913,16 @@ def series_edit(
     row = _own(session, principal, reservation)
     values = {"start": start, "end": end, "scope": scope}
     try:
-        if row.r.series_id != series_id or row.r.occurrence_key is None:
-            raise NotFound("reservation_not_found", f"no reservation {reservation} in this series")
+        occurrence = _in_series(row, series_id, reservation, dated=True)
         series, _rows = recurrence.get_series(session, principal, series_id)
         # The new times from the first occurrence concerned: the series' first, or this one.
-        first = series.dtstart_local if scope == "all" else row.r.occurrence_key
+        first = series.dtstart_local if scope == "all" else occurrence
         day = first[:10]
         begin = _combine(day, start, row.tz, "start")
         finish = _combine(day, end, row.tz, "end")
         data = recurrence.SeriesUpdate(
             scope="all" if scope == "all" else "following",
-            from_occurrence=row.r.occurrence_key if scope == "following" else None,
+            from_occurrence=occurrence if scope == "following" else None,
             start=begin,
             end=finish,
         )
