@@ -412,3 +412,15 @@ class ControllerDriver(Protocol):
     def subscribe(self, callback: ReportCallback) -> Callable[[], None]: ...
 
     def stale_controllers(self, now: datetime) -> list[str]: ...
+
+
+@runtime_checkable
+class BatchSender(Protocol):
+    """Optional for a driver: ``send`` for many commands at once, at less cost per command.
+
+    Results come back in the order of ``pairs``; a controller the driver does not know or a
+    transport that is down is a failed result, never an exception. What each command does and
+    how it is retried is ``send``'s. The gateway uses it when a driver has it.
+    """
+
+    async def send_batch(self, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]: ...

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, insert, or_
+from sqlalchemy import and_, bindparam, insert, or_
 from sqlmodel import Session, col, delete, select
 
 from access.desired import PRELOADED
@@ -66,29 +66,49 @@ def _plan_chunk(session: Session, source_type: str, source_ids: list[int], now: 
             col(AccessWindow.source_type) == source_type, col(AccessWindow.source_id).in_(source_ids)
         )
     ).all()
+    planned = _insert_planned(session, source_type, windows, now)
+    # A changed window may have left an earlier grant behind, and a source with no window left
+    # must take back what it granted: settle it now, the state decides.
+    _revoke_done(session, sources, now)
+    session.flush()
+    return planned
+
+
+def plan_new_source(session: Session, source_type: str, windows: Sequence[AccessWindow], now: datetime) -> int:
+    """The transitions of a source written just now, whose windows are given (not read back): it
+    has no earlier transition to replace or take back."""
+    return _insert_planned(session, source_type, windows, now)
+
+
+# Built once (parameters bound per call).
+_TRANSITIONS = Transition.__table__  # type: ignore[attr-defined]
+_LINKED_DOORS = (
+    select(DoorResource.resource_id, Door)
+    .join(Door, col(Door.id) == DoorResource.door_id)
+    .where(col(DoorResource.resource_id).in_(bindparam("resources", expanding=True)), Door.active)
+)
+_LIVE_CREDENTIALS = select(Credential.id, Credential.user_id).where(
+    col(Credential.user_id).in_(bindparam("users", expanding=True)), col(Credential.revoked_at).is_(None)
+)
+
+
+def _insert_planned(session: Session, source_type: str, windows: Sequence[AccessWindow], now: datetime) -> int:
+    """Insert the transitions `windows` need (their doors and the holders' live credentials)."""
     resource_ids = {w.resource_id for w in windows if w.resource_id is not None}
-    links = (
-        session.exec(select(DoorResource).where(col(DoorResource.resource_id).in_(resource_ids))).all()
-        if resource_ids
-        else []
-    )
     doors_of: dict[int, list[int]] = defaultdict(list)
-    for link in links:
-        doors_of[link.resource_id].append(link.door_id)
-    door_ids = {link.door_id for link in links} | {w.door_id for w in windows if w.door_id is not None}
-    doors_by_id = (
-        {ident(d): d for d in session.exec(select(Door).where(col(Door.id).in_(door_ids), Door.active)).all()}
-        if door_ids
-        else {}
-    )
+    doors_by_id: dict[int, Door] = {}
+    if resource_ids:  # the resources' active doors, with their links, in one query
+        for resource_id, linked in session.exec(_LINKED_DOORS, params={"resources": list(resource_ids)}).all():
+            doors_of[resource_id].append(ident(linked))
+            doors_by_id[ident(linked)] = linked
+    direct = {w.door_id for w in windows if w.door_id is not None} - doors_by_id.keys()
+    if direct:
+        found = session.exec(select(Door).where(col(Door.id).in_(direct), Door.active)).all()
+        doors_by_id |= {ident(d): d for d in found}
     creds_of: dict[int, list[int]] = defaultdict(list)
     users = {w.user_id for w in windows}
     if users:
-        for cid, uid in session.exec(
-            select(Credential.id, Credential.user_id).where(
-                col(Credential.user_id).in_(users), col(Credential.revoked_at).is_(None)
-            )
-        ).all():
+        for cid, uid in session.exec(_LIVE_CREDENTIALS, params={"users": list(users)}).all():
             if cid is not None:
                 creds_of[uid].append(cid)
     rows: list[dict] = []
@@ -131,11 +151,7 @@ def _plan_chunk(session: Session, source_type: str, source_ids: list[int], now: 
     if rows:
         assert earliest is not None
         _note_due(session, earliest)
-        session.execute(insert(Transition), rows)
-    # A changed window may have left an earlier grant behind, and a source with no window left
-    # must take back what it granted: settle it now, the state decides.
-    _revoke_done(session, sources, now)
-    session.flush()
+        session.execute(insert(_TRANSITIONS), rows)  # every column given: no ORM pass needed
     return len(rows)
 
 

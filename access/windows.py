@@ -11,7 +11,8 @@ from sqlmodel import Session, col, delete, select
 
 from access.decisions import note_source
 from access.models import AccessWindow
-from access.transitions import plan_source, plan_sources
+from access.transitions import plan_new_source, plan_source, plan_sources
+from core.db import utcnow
 
 # One window row: (user_id, resource_id, door_id, start, end, mode); exactly one target is set.
 Row = tuple[int, int | None, int | None, datetime, datetime, str]
@@ -29,19 +30,57 @@ def set_windows(
     *,
     active: bool,
     door_ids: Sequence[int] = (),
+    new_source: bool = False,
 ) -> None:
     """Replace the source's windows while active, none once it is over or cancelled: for each user,
     one on the resource (its doors) when `resource_id` is given and one on each of `door_ids`
     (doors added to a reservation, a visit's doors).
 
-    Nothing changed (a check-in, say) writes nothing: no transitions re-planned, no change logged."""
+    Nothing changed (a check-in, say) writes nothing: no transitions re-planned, no change logged.
+    `new_source`: the source was written in this transaction and has no windows yet."""
     rows: list[Row] = []
     if active:
         for uid in dict.fromkeys(user_ids):
             if resource_id is not None:
                 rows.append((uid, resource_id, None, start, end, mode))
             rows += [(uid, None, door, start, end, mode) for door in dict.fromkeys(door_ids)]
-    set_source_windows(session, source_type, source_id, rows)
+    if new_source:
+        add_source_windows(session, source_type, source_id, rows)
+    else:
+        set_source_windows(session, source_type, source_id, rows)
+
+
+_WINDOWS = AccessWindow.__table__  # type: ignore[attr-defined]
+
+
+def add_source_windows(session: Session, source_type: str, source_id: int, rows: Iterable[Row]) -> None:
+    """The first windows of a source written in this transaction: inserted in one statement and
+    planned from what is given, with nothing earlier to look for, replace or take back."""
+    wanted = sorted(set(rows), key=lambda r: (r[0], r[3], r[2] or 0))
+    if not wanted:
+        return
+    windows = [
+        AccessWindow(
+            source_type=source_type,
+            source_id=source_id,
+            resource_id=resource_id,
+            door_id=door_id,
+            user_id=uid,
+            start=start,
+            end=end,
+            mode=mode,
+        )
+        for uid, resource_id, door_id, start, end, mode in wanted
+    ]
+    session.execute(
+        insert(_WINDOWS),
+        [{c: getattr(w, c) for c in _WINDOW_COLUMNS} for w in windows],
+    )
+    note_source(session, f"{source_type}:{source_id}")
+    plan_new_source(session, source_type, windows, utcnow())
+
+
+_WINDOW_COLUMNS = ("source_type", "source_id", "resource_id", "door_id", "user_id", "start", "end", "mode")
 
 
 def set_source_windows(session: Session, source_type: str, source_id: int, rows: Iterable[Row]) -> bool:

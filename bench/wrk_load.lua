@@ -1,6 +1,7 @@
 -- wrk script for bench/booking_http.py: GET /healthz, or POST bookings of random (room, hour)
 -- pairs with one bearer token per connection. Prints one JSON line of figures at the end.
--- Environment: BENCH_MODE=trivial|booking, BENCH_TOKENS=file, BENCH_DAY0=epoch seconds (UTC hour).
+-- Environment: BENCH_MODE=trivial|booking, BENCH_TOKENS=file, BENCH_DAY0=epoch seconds (UTC hour),
+-- BENCH_SEED=number (a phase's own random pairs).
 
 local mode = os.getenv("BENCH_MODE") or "trivial"
 local tokens = {}
@@ -21,7 +22,7 @@ function init(args)
     f:close()
   end
   day0 = tonumber(os.getenv("BENCH_DAY0") or "0")
-  math.randomseed(id * 7919)
+  math.randomseed(id * 7919 + tonumber(os.getenv("BENCH_SEED") or "0"))  -- one seed per phase: no replays
   n = 0
 end
 

@@ -13,11 +13,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, insert, inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
+from bms.holds import check_not_held
 from bms.models import Reservation, ResourceUnit
 from bms.states import HOLDING
 from core.db import ident, is_sqlite
@@ -34,15 +36,20 @@ def holding_overlaps(
     exclude_id: int | None = None,
 ) -> list[Reservation]:
     """Bookings that hold a slot on these units and overlap the block (buffers included)."""
-    stmt = select(Reservation).where(
-        col(Reservation.unit_id).in_(list(unit_ids)),
-        col(Reservation.status).in_([s.value for s in HOLDING]),
-        col(Reservation.block_start) < block_end,
-        col(Reservation.block_end) > block_start,
-    )
-    if exclude_id is not None:
-        stmt = stmt.where(col(Reservation.id) != exclude_id)
-    return list(session.exec(stmt).all())
+    params = {"units": list(unit_ids), "block_start": block_start, "block_end": block_end}
+    if exclude_id is None:
+        return list(session.exec(_OVERLAPS, params=params).all())
+    return list(session.exec(_OVERLAPS_BUT, params={**params, "exclude": exclude_id}).all())
+
+
+# Built once (parameters bound per call): the check before every placement.
+_OVERLAPS = select(Reservation).where(
+    col(Reservation.unit_id).in_(bindparam("units", expanding=True)),
+    col(Reservation.status).in_([s.value for s in HOLDING]),
+    col(Reservation.block_start) < bindparam("block_end"),
+    col(Reservation.block_end) > bindparam("block_start"),
+)
+_OVERLAPS_BUT = _OVERLAPS.where(col(Reservation.id) != bindparam("exclude"))
 
 
 def peak_places(bookings: Iterable[Reservation], start: datetime, end: datetime) -> int:
@@ -133,17 +140,47 @@ _INTENT = (
 )
 
 
-def place(session: Session, ctx: ResourceCtx, r: Reservation, *, prefer_unit: int | None = None) -> None:
-    """Assign `r` a unit and flush it, or raise 409 slot_taken. `r.block_*` must be set."""
+_RESERVATION = Reservation.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(c.key for c in _RESERVATION.columns if c.key != "id")
+_INSERT = insert(_RESERVATION).returning(_RESERVATION.c.id)
+
+
+def _write(session: Session, r: Reservation) -> None:
+    """Write `r`: a new booking in one INSERT, then attached to the session as persistent (no
+    unit-of-work pass); a booking already in the session by a flush."""
+    if not inspect(r).transient:
+        session.add(r)
+        session.flush()
+        return
+    r.id = session.execute(_INSERT, {k: getattr(r, k) for k in _COLUMNS}).scalar_one()
+    make_transient_to_detached(r)
+    session.add(r)
+
+
+def place(
+    session: Session,
+    ctx: ResourceCtx,
+    r: Reservation,
+    *,
+    prefer_unit: int | None = None,
+    refusal_rolls_back: bool = False,
+) -> None:
+    """Assign `r` a unit and flush it, or raise 409 slot_taken. `r.block_*` must be set.
+
+    `refusal_rolls_back`: the caller rolls back its transaction (or a savepoint around this call)
+    on a refusal, so on PostgreSQL the last unit tried needs no savepoint of its own."""
     # Explicit flushes only: an autoflush of a moved booking must not fire outside its savepoint.
     with session.no_autoflush:
-        _place(session, ctx, r, prefer_unit)
+        _place(session, ctx, r, prefer_unit, refusal_rolls_back)
 
 
-def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int | None) -> None:
+def _place(
+    session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int | None, refusal_rolls_back: bool = False
+) -> None:
     holding = r.status in HOLDING
     if not ctx.units:
         raise Conflict("no_units", "this resource has no active unit to book")
+    check_not_held(session, ctx, r)  # a place an open waitlist offer holds (bms.holds)
     if not ctx.exclusive:
         unit = ctx.units[0]
         if holding:
@@ -159,13 +196,13 @@ def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int 
             if used + r.places > ctx.resource.capacity:
                 raise slot_taken(None, places_left=max(0, ctx.resource.capacity - used))
         r.unit_id = ident(unit)
-        session.add(r)
-        session.flush()
+        _write(session, r)
         return
     first_conflict: Reservation | None = None
     # A rolled-back savepoint expires (or expunges) `r`: keep what we meant to write.
     intent = {k: getattr(r, k) for k in _INTENT}
-    for unit in _unit_order(session, ctx, r.start, prefer_unit):
+    units = _unit_order(session, ctx, r.start, prefer_unit)
+    for n, unit in enumerate(units, 1):
         for k, v in intent.items():
             setattr(r, k, v)
         if holding:
@@ -176,13 +213,25 @@ def _place(session: Session, ctx: ResourceCtx, r: Reservation, prefer_unit: int 
         r.unit_id = ident(unit)
         if is_sqlite(session):
             # The writer lock is held since BEGIN IMMEDIATE: the check above cannot go stale.
-            session.add(r)
-            session.flush()
+            _write(session, r)
+            return
+        if refusal_rolls_back and n == len(units):
+            # Nothing to try after this unit: a lost race refuses, and the caller's rollback
+            # clears the failed statement (two round trips fewer than a savepoint).
+            try:
+                _write(session, r)
+            except IntegrityError as exc:
+                if not _is_exclusion_violation(exc):
+                    raise
+                raise slot_taken(first_conflict) from None
+            except DBAPIError as exc:
+                if not _lost_race(exc):
+                    raise
+                raise slot_taken(first_conflict) from None
             return
         try:
             with session.begin_nested():
-                session.add(r)
-                session.flush()
+                _write(session, r)
             return
         except IntegrityError as exc:
             if not _is_exclusion_violation(exc):

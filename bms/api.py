@@ -8,10 +8,10 @@ booking policies the app factory built reach the services through `PoliciesDep`.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
@@ -65,17 +65,27 @@ def resource_availability(
     from_: Annotated[IsoDateTime, Query(alias="from")],
     to: Annotated[IsoDateTime, Query()],
 ) -> availability.ResourceAvailability:
-    return availability.resource_availability(session, visible_resource(session, principal, key), from_, to)
+    ctx = availability.visible_resource(session, principal, key)  # cached until a rule edit or import
+    return availability.resource_availability(session, ctx, from_, to)
 
 
-@router.get("/venues/{key}/availability", response_model=list[availability.ResourceAvailability], tags=["resources"])
+@router.get(
+    "/venues/{key}/availability",
+    response_model=list[availability.ResourceAvailability] | list[availability.ResourceDay],
+    tags=["resources"],
+)
 def venue_availability(
     key: str,
     principal: CurrentUser,
     session: SessionDep,
     date_: Annotated[date, Query(alias="date")],
-) -> list[availability.ResourceAvailability]:
-    return availability.venue_availability(session, resources.venue_contexts(session, principal, key), date_)
+    format_: Annotated[Literal["full", "compact"], Query(alias="format")] = "full",
+) -> Response:
+    """One local day of the venue's resources. `format=full` (the default): one object per slot;
+    `format=compact`: runs of consecutive slots of equal status, availability and pending count."""
+    day = availability.venue_day(session, availability.venue_contexts(session, principal, key), date_)
+    body = day.compact_json() if format_ == "compact" else day.full_json()
+    return Response(body, media_type="application/json")
 
 
 # ---------------------------------------------------------------- reservations

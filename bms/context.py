@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from bms.models import Resource, ResourceUnit
@@ -35,22 +36,29 @@ class ResourceCtx:
         return self.resource.capacity == 1
 
 
-def _load(session: Session, condition: Any) -> ResourceCtx | None:
-    """Resource, venue and site in one query, units in a second; cached for the session."""
-    row = session.exec(
-        select(Resource, Venue, Site)
+def _ctx_query(condition: Any) -> Any:
+    return (
+        select(Resource, Venue, Site, ResourceUnit)
         .join(Venue, col(Venue.id) == Resource.venue_id)
         .join(Site, col(Site.id) == Venue.site_id)
+        .outerjoin(ResourceUnit, (col(ResourceUnit.resource_id) == Resource.id) & col(ResourceUnit.active))
         .where(condition)
-    ).first()
-    if row is None:
-        return None
-    resource, venue, site = row
-    units = session.exec(
-        select(ResourceUnit)
-        .where(col(ResourceUnit.resource_id) == resource.id, ResourceUnit.active)
         .order_by(col(ResourceUnit.position), col(ResourceUnit.id))
-    ).all()
+    )
+
+
+# Built once: a booking's first read, with its parameter bound per call.
+_BY_KEY = _ctx_query((col(Resource.key) == bindparam("key")) & col(Resource.active))
+_BY_ID = _ctx_query(col(Resource.id) == bindparam("rid"))
+
+
+def _load(session: Session, stmt: Any, params: dict[str, Any]) -> ResourceCtx | None:
+    """Resource, venue, site and active units in one query; cached for the session."""
+    rows = session.exec(stmt, params=params).all()
+    if not rows:
+        return None
+    resource, venue, site, _ = rows[0]
+    units = [unit for *_, unit in rows if unit is not None]
     rules = EffectiveRules.build(site.timezone, site.defaults, venue.rules, resource.rules, resource.access)
     ctx = ResourceCtx(resource, venue, site, list(units), rules)
     session.info.setdefault(_CACHE, {})[resource.id] = ctx
@@ -103,7 +111,7 @@ def load_by_ids(session: Session, resource_ids: Iterable[int]) -> dict[int, Reso
 
 def load_resource(session: Session, key: str) -> ResourceCtx:
     """Always read afresh (rule edits go through here), then cached for load_resource_by_id."""
-    ctx = _load(session, (col(Resource.key) == key) & col(Resource.active))
+    ctx = _load(session, _BY_KEY, {"key": key})
     if ctx is None:
         raise NotFound("resource_not_found", f"no resource {key!r}", field="resource")
     return ctx
@@ -114,7 +122,7 @@ def load_resource_by_id(session: Session, resource_id: int) -> ResourceCtx:
     cached = session.info.get(_CACHE, {}).get(resource_id)
     if cached is not None:
         return cached
-    ctx = _load(session, col(Resource.id) == resource_id)
+    ctx = _load(session, _BY_ID, {"rid": resource_id})
     if ctx is None:
         raise NotFound("resource_not_found", f"no resource {resource_id}")
     return ctx

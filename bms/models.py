@@ -23,6 +23,7 @@ class Resource(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("venue.id", ondelete="RESTRICT"), nullable=False, index=True)
     )
     name: str = Field(max_length=200)
+    names: dict[str, str] = Field(default_factory=dict, sa_type=JSONText, description="name per language")
     kind: str = Field(max_length=20)
     capacity: int = 1
     quota_group: str | None = Field(default=None, max_length=60)
@@ -159,3 +160,12 @@ class ReservationChange(SQLModel, table=True):
     base_version: datetime = Field(sa_type=UTCDateTime, description="the booking's updated_at when asked")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CacheStamp(SQLModel, table=True):
+    """A value that changes with what nodes cache (resources, units, rules; see bms.availability):
+    every node compares it with one primary-key read instead of re-reading the configuration."""
+
+    __tablename__ = "cache_stamp"
+    name: str = Field(primary_key=True, max_length=40)
+    stamp: str = Field(max_length=32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
@@ -21,7 +21,7 @@ from core.db import is_sqlite
 from core.errors import Conflict
 from core.models import User
 
-__all__ = ["check_quotas"]
+__all__ = ["check_quotas", "counts_planner_alone", "lock_planner"]
 
 
 def _window_peak(intervals: list[tuple[datetime, datetime]], new: tuple[datetime, datetime], days: int) -> int:
@@ -48,12 +48,40 @@ def _budget_planners(session: Session, ctx: ResourceCtx, planner: User) -> dict[
     return out  # type: ignore[return-value]
 
 
+def counts_planner_alone(ctx: ResourceCtx) -> bool:
+    """Whether the quotas of this resource count the planner's bookings only (no household budget)."""
+    group = ctx.resource.quota_group
+    return not (group and any(b.group == group and b.per == "unit" for b in ctx.rules.budgets))
+
+
+def lock_planner(session: Session, user_id: int) -> User | None:
+    """Load the planner, locked as `check_quotas` locks the people it counts (PostgreSQL), in one
+    query: for a resource whose quotas count the planner alone (`counts_planner_alone`)."""
+    stmt = select(User).where(col(User.id) == user_id)
+    if not is_sqlite(session):
+        stmt = stmt.with_for_update(key_share=True)
+    return session.exec(stmt).first()
+
+
 def _lock_people(session: Session, user_ids: set[int]) -> None:
     if is_sqlite(session):
         return
     session.exec(
         select(User.id).where(col(User.id).in_(sorted(user_ids))).order_by(col(User.id)).with_for_update(key_share=True)
     ).all()
+
+
+# Built once (parameters bound per call): the live bookings a person holds, the one moved excepted.
+_ACTIVE = (
+    select(func.count())
+    .select_from(Reservation)
+    .where(
+        col(Reservation.planner_id) == bindparam("planner"),
+        col(Reservation.status).in_([s.value for s in ACTIVE]),
+        col(Reservation.end) > bindparam("now"),
+    )
+)
+_ACTIVE_BUT = _ACTIVE.where(col(Reservation.id) != bindparam("exclude"))
 
 
 def check_quotas(
@@ -64,24 +92,22 @@ def check_quotas(
     end: datetime,
     now: datetime,
     exclude_id: int | None = None,
+    *,
+    locked: frozenset[int] = frozenset(),
 ) -> None:
     """409 quota_exceeded (naming the quota) if booking [start, end) for `planner` breaks one.
 
-    `exclude_id` is the booking being moved: it is counted at its new times, not its old ones."""
+    `exclude_id` is the booking being moved: it is counted at its new times, not its old ones.
+    `locked`: people the caller has already locked as `_lock_people` does (`lock_planner`)."""
     counted = _budget_planners(session, ctx, planner)
-    _lock_people(session, {i for ids in counted.values() for i in ids})
-    active = (
-        select(func.count())
-        .select_from(Reservation)
-        .where(
-            col(Reservation.planner_id) == planner.id,
-            col(Reservation.status).in_([s.value for s in ACTIVE]),
-            col(Reservation.end) > now,
-        )
-    )
-    if exclude_id is not None:
-        active = active.where(col(Reservation.id) != exclude_id)
-    used = session.exec(active).one()
+    people = {i for ids in counted.values() for i in ids}
+    if not people <= locked:
+        _lock_people(session, people)
+    params = {"planner": planner.id, "now": now}
+    if exclude_id is None:
+        used = session.exec(_ACTIVE, params=params).one()
+    else:
+        used = session.exec(_ACTIVE_BUT, params={**params, "exclude": exclude_id}).one()
     limit = ctx.rules.max_active_per_user
     if used >= limit:  # with this one, there would be more than `limit`
         raise Conflict(

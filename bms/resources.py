@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
+from bms.availability import bump_stamp
 from bms.context import ResourceCtx, can_see, load_many, load_resource, manages, visible_resource
 from bms.models import Resource
 from config.site import Rules, merge_rules
@@ -21,6 +22,7 @@ __all__ = ["ResourcePublic", "listing", "public", "update_rules", "venue_context
 class ResourcePublic(BaseModel):
     key: str
     name: str
+    names: dict[str, str] = Field(default_factory=dict, description="the name per language, if the site file has it")
     kind: str
     venue: str
     site: str
@@ -39,6 +41,7 @@ def public(ctx: ResourceCtx) -> ResourcePublic:
     return ResourcePublic(
         key=ctx.resource.key,
         name=ctx.resource.name,
+        names=ctx.resource.names,
         kind=ctx.resource.kind,
         venue=ctx.venue.key,
         site=ctx.site.key,
@@ -86,6 +89,7 @@ def update_rules(session: Session, principal: Principal, key: str, data: Rules) 
     ctx.resource.rules = {k: v for k, v in merged.items() if v is not None}
     merge_rules(ctx.site.defaults, ctx.venue.rules, ctx.resource.rules)  # still consistent as a whole
     session.add(ctx.resource)
+    bump_stamp(session)  # nodes' cached contexts are stale from the commit
     audit.record(
         session,
         principal.actor,

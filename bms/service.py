@@ -17,15 +17,17 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import insert as sql_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bms.allocation import peak_places, place
-from bms.context import ResourceCtx, load_resource, manages, require_can_book
+from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
 from bms.models import LONG_SPAN, IdempotencyRecord, Reservation, ReservationBeneficiary, ReservationChange
 from bms.policies import NO_POLICIES, BookingPolicies
 from bms.queries import PendingChange, ReservationPublic, get_visible, list_for, pending_change, public, public_many
-from bms.quotas import check_quotas
+from bms.queries import _shape as shape_reservation  # bms-internal: one reservation shaped from known parts
+from bms.quotas import check_quotas, counts_planner_alone, lock_planner
 from bms.states import Status, check_transition
 from bms.status import check_in_on_entry, decide_status, event_payload, set_status, sync_access
 from core import audit, outbox
@@ -98,6 +100,7 @@ class Draft:
     places: int
     note: str
     privileged: bool
+    planner_locked: bool = False  # locked by `prepare` as the quota check would lock it
 
 
 def _beneficiaries(session: Session, ids: list[int], ctx: ResourceCtx) -> list[int]:
@@ -144,9 +147,11 @@ def prepare(session: Session, principal: Principal, data: ReservationCreate, now
     ctx.rules.check_times(start, end, now, privileged=privileged)
     if data.places > ctx.resource.capacity:
         raise Invalid("too_many_places", f"this resource holds {ctx.resource.capacity} place(s)", field="places")
-    planner = session.get(User, principal.user_id)
+    # The planner, locked now (PostgreSQL) when the quota check would lock no one else: one query.
+    locked = counts_planner_alone(ctx)
+    planner = lock_planner(session, principal.user_id) if locked else session.get(User, principal.user_id)
     bens = _beneficiaries(session, data.beneficiaries, ctx)
-    return Draft(ctx, planner, start, end, bens, data.places, data.note, privileged)  # type: ignore[arg-type]
+    return Draft(ctx, planner, start, end, bens, data.places, data.note, privileged, locked)  # type: ignore[arg-type]
 
 
 def insert(
@@ -160,11 +165,16 @@ def insert(
     occurrence_key: str | None = None,
     status: Status | None = None,
     skip_quotas: bool = False,
+    refusal_rolls_back: bool = False,
 ) -> Reservation:
-    """Write a checked draft: quotas, its status (the policies decide on `rules` resources), a unit."""
+    """Write a checked draft: quotas, its status (the policies decide on `rules` resources), a unit.
+
+    `refusal_rolls_back`: the caller rolls back (its transaction or a savepoint around this call)
+    when this raises (`bms.allocation.place`)."""
     ctx = draft.ctx
     if not skip_quotas:
-        check_quotas(session, ctx, draft.planner, draft.start, draft.end, now)
+        locked = frozenset({ident(draft.planner)}) if draft.planner_locked else frozenset()
+        check_quotas(session, ctx, draft.planner, draft.start, draft.end, now, locked=locked)
     a_start, a_end = ctx.rules.access_window(draft.start, draft.end)
     status_reason = None
     if status is None:
@@ -188,11 +198,12 @@ def insert(
         series_id=series_id,
         occurrence_key=occurrence_key,
     )
-    place(session, ctx, r)
-    for uid in draft.beneficiaries:
-        session.add(ReservationBeneficiary(reservation_id=ident(r), user_id=uid))
-    session.flush()
-    sync_access(session, r, ctx)
+    place(session, ctx, r, refusal_rolls_back=refusal_rolls_back)
+    if draft.beneficiaries:
+        session.execute(
+            sql_insert(_BENEFICIARY), [{"reservation_id": ident(r), "user_id": uid} for uid in draft.beneficiaries]
+        )
+    sync_access(session, r, ctx, new_with=draft.beneficiaries)
     kind = "reservation.confirmed" if r.status == Status.confirmed else "reservation.requested"
     outbox.enqueue(session, kind, event_payload(r, ctx))
     audit.record(
@@ -221,8 +232,23 @@ def create(
     *,
     policies: BookingPolicies = NO_POLICIES,
 ) -> Reservation:
+    """Check and write a new booking. A refusal must roll back the caller's transaction, or a
+    savepoint around this call (a lost race on PostgreSQL leaves the transaction failed)."""
     now = now or utcnow()
-    return insert(session, principal, prepare(session, principal, data, now), now, policies=policies)
+    draft = prepare(session, principal, data, now)
+    # A refusal raised here ends the unit of work, or the savepoint `duplicate` opens around it.
+    return insert(session, principal, draft, now, policies=policies, refusal_rolls_back=True)
+
+
+_BENEFICIARY = ReservationBeneficiary.__table__  # type: ignore[attr-defined]
+
+
+def _public_new(session: Session, r: Reservation, data: ReservationCreate) -> ReservationPublic:
+    """A booking written just now as the API shows it (what `public` answers), from what is known:
+    its context (cached by `prepare`), its beneficiaries as given, no pending change yet."""
+    ctx = load_resource_by_id(session, r.resource_id)
+    unit = next(u for u in ctx.units if u.id == r.unit_id)
+    return shape_reservation(r, ctx, unit, sorted(set(data.beneficiaries)), None)
 
 
 @dataclass
@@ -263,7 +289,7 @@ def create_once(
     with a different request). The key's record is written in the booking's transaction, so a
     refused booking leaves no record and may be retried with the same key."""
     if not idempotency_key:
-        return public(session, create(session, principal, data, now, policies=policies))
+        return _public_new(session, create(session, principal, data, now, policies=policies), data)
     digest = request_hash(data)
     stored = _stored_answer(session, principal.user_id, idempotency_key, digest)
     if stored is not None:
@@ -280,7 +306,7 @@ def create_once(
         if stored is not None:
             return stored
         raise Conflict("in_progress", "the first request with this key is still running") from None
-    body = public(session, create(session, principal, data, now, policies=policies))
+    body = _public_new(session, create(session, principal, data, now, policies=policies), data)
     record.status_code = 201
     record.response = body.model_dump(mode="json")
     session.add(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from bms.availability import bump_stamp
 from bms.models import Resource, ResourceUnit
 from config.site import ResourceConfig, VenueConfig
 from core.db import ident
@@ -22,6 +23,7 @@ def _unit_specs(res: ResourceConfig) -> list[tuple[str, str]]:
 
 def apply_venue(session: Session, venue_id: int, venue: VenueConfig, report: ImportReport) -> dict[str, int]:
     """Upsert the venue's resources and their units; return resource key -> id."""
+    bump_stamp(session)  # nodes' cached contexts (resources, units, rules) are stale from the commit
     ids: dict[str, int] = {}
     for res in venue.resources:
         row = upsert(
@@ -30,7 +32,8 @@ def apply_venue(session: Session, venue_id: int, venue: VenueConfig, report: Imp
             res.key,
             {
                 "venue_id": venue_id,
-                "name": res.name,
+                "name": str(res.name),
+                "names": res.name.names,
                 "kind": res.kind.value,
                 "capacity": res.capacity,
                 "quota_group": res.group,

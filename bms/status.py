@@ -91,9 +91,27 @@ def transition(r: Reservation, target: Status, reason: str | None, now: datetime
     return before
 
 
-def sync_access(session: Session, r: Reservation, ctx: ResourceCtx) -> None:
+def sync_access(session: Session, r: Reservation, ctx: ResourceCtx, *, new_with: list[int] | None = None) -> None:
     """Tell access who may enter for this booking: its beneficiaries (else its planner) during
-    restrict..release while it holds its slot; nobody once it does not."""
+    restrict..release while it holds its slot; nobody once it does not.
+
+    `new_with`: `r` was written in this transaction with these beneficiaries, so it has no
+    windows, added doors or transitions yet, and nothing is read back."""
+    if new_with is not None:
+        if r.status in HOLDING:
+            set_windows(
+                session,
+                "reservation",
+                ident(r),
+                r.resource_id,
+                new_with or [r.planner_id],
+                r.access_start,
+                r.access_end,
+                ctx.rules.access.mode.value,
+                active=True,
+                new_source=True,
+            )
+        return
     bens = session.exec(
         select(ReservationBeneficiary.user_id).where(col(ReservationBeneficiary.reservation_id) == r.id)
     ).all()

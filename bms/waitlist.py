@@ -7,11 +7,12 @@ books it through the normal booking path, with all its rules and quotas; declini
 lapse, passes it on to the next. A venue may instead leave the choice of whom to offer to its
 managers (`mode: manual`), who see each candidate's history.
 
-An offer holds the place against the other candidates (one open offer per window at a time), not
-against a direct booking: a place someone books meanwhile is gone, and the accept says so
-(`place_gone`). Two accepts racing for one offer: the entry's row is locked, one books, the other
-is refused (`offer_closed`); two offers racing for one place: the booking path's no-double-booking
-guarantee lets one win.
+An offer holds the place against the other candidates (one open offer per window at a time) and
+against direct bookings by anyone else (`bms.holds`: refused with `held_for_waitlist`); a place
+that went all the same (a booking that raced the offer) makes the accept say so (`place_gone`).
+Two accepts racing for one offer: the entry's row is locked, one books, the other is refused
+(`offer_closed`); two offers racing for one place: the booking path's no-double-booking guarantee
+lets one win.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Column, Engine, ForeignKey, Index, Integer
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, func, select
 
+from bms import holds
 from bms.allocation import has_room
 from bms.context import ResourceCtx, load_resource, load_resource_by_id, manages, require_can_book
 from bms.models import Reservation
@@ -299,6 +301,7 @@ def accept(
     if e.offer_expires_at is not None and e.offer_expires_at <= now:
         raise Conflict("offer_lapsed", "this offer has lapsed")
     ctx = load_resource_by_id(session, e.resource_id)
+    session.info[holds.ACCEPTING] = True  # other open offers do not hold the place against this one
     try:
         r = create(
             session,
@@ -311,6 +314,8 @@ def accept(
         if exc.code == "slot_taken":
             raise Conflict("place_gone", "the place was taken meanwhile") from exc
         raise
+    finally:
+        session.info.pop(holds.ACCEPTING, None)
     e.status, e.reservation_id = BOOKED, r.id
     session.add(e)
     session.flush()

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -19,9 +20,9 @@ from bms import api as bms_api
 from bms import service as bms_service
 from bms import waitlist as bms_waitlist
 from bookgate import __version__, migrate
-from bookgate.controllers import start_drivers
 from bookgate.routes import sites as site_routes
 from bookgate.routes.sites import MAX_SITE_FILE
+from bookgate.workers import NodeServices
 from config import Settings, get_settings
 from core import audit
 from core.db import make_engine
@@ -36,8 +37,6 @@ from moderation.documents import MAX_BYTES as DOCUMENT_MAX_BYTES
 from notify import api as notify_api
 from portal import errors as portal_errors
 from portal import router as portal_router
-from schedules.clock import start_clock
-from schedules.delivery import start_delivery
 from vms import api as vms_api
 from vms.events import VisitFeed
 
@@ -50,8 +49,14 @@ def entry_listeners() -> access_events.EntryListeners:
 
 
 def create_app(
-    settings: Settings | None = None, *, engine: Engine | None = None, migrate_on_start: bool = True
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    migrate_on_start: bool = True,
+    leader_lock: Path | None = None,
 ) -> FastAPI:
+    """``leader_lock``: this app is one of several worker processes of a node; the one holding
+    that lock runs the drivers, the clock and delivery (bookgate.workers)."""
     settings = settings or get_settings()
     if engine is None:
         if settings.effective_database_url.startswith("sqlite"):
@@ -70,6 +75,12 @@ def create_app(
         # full passes, which otherwise add tens of milliseconds to the slowest requests.
         gc.collect()
         gc.freeze()
+        # Drivers, clock and dispatcher, outbox delivery: once per node (bookgate.workers); with
+        # several workers, their engine listeners go in first, before any of our threads runs.
+        services = NodeServices(app, engine, settings, decisions, leader_lock)
+        app.state.driver_host = None
+        app.state.node_services = services
+        services.install()
         # The signed audit checkpoint follows every commit that appends to the trail. Started before
         # any thread of ours opens a transaction: engine listeners must not be added under traffic.
         # (keyed like `audit.record` keys the rows it appends: from the process's settings)
@@ -80,37 +91,11 @@ def create_app(
             keeper.start()
             gc.collect()
             gc.freeze()  # the index lives as long as the process, like the rest
-        host = (
-            start_drivers(engine, settings, decisions, listeners=app.state.entry_listeners)
-            if settings.scheduler
-            else None
-        )
-        clock = (
-            start_clock(
-                engine,
-                expiry_every_seconds=settings.expiry_every_seconds,
-                send_many=host.send_many if host else None,
-                dispatch_every_seconds=settings.dispatch_every_seconds,
-                reconcile=host.reconcile_all if host else None,
-                supervise=host.supervise if host else None,
-                reconcile_every_seconds=settings.reconcile_every_seconds,
-                lease_seconds=settings.dispatch_lease_seconds,
-            )
-            if settings.scheduler
-            else None
-        )
-        app.state.driver_host = host
-        # Outbox delivery (e-mail, webhooks, reminders): after the commit, on its own threads.
-        delivery = start_delivery(engine, settings) if settings.scheduler and settings.delivery else None
+        services.start()
         try:
             yield
         finally:
-            if delivery is not None:
-                delivery.stop()
-            if clock is not None:
-                clock.shutdown(wait=True)
-            if host is not None:
-                host.stop()
+            services.stop()
             if keeper is not None:
                 keeper.stop()
             audit_keeper.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,8 +38,35 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bookgate.app import create_app
 
     host, port = args.host or settings.host, args.port or settings.port
+    workers = getattr(args, "workers", None) or 1
+    if workers < 1:
+        return _fail("--workers must be at least 1")
     print(f"Bookgate portal: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **proxy_options(settings))
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **proxy_options(settings))
+        return 0
+    # Several worker processes (bookgate.workers): what they would otherwise race for is done
+    # here once: the schema, the secret key file. They get these settings, not a fresh read.
+    import json
+
+    from bookgate import migrate
+    from bookgate.workers import HEALTHCHECK_SECONDS, SETTINGS_ENV
+
+    settings.effective_secret_key()
+    engine = _engine(settings)
+    migrate.upgrade(engine)
+    engine.dispose()
+    os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+    uvicorn.run(
+        "bookgate.workers:worker_app",
+        factory=True,
+        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        **proxy_options(settings),
+    )
     return 0
 
 
@@ -313,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--host")
         sp.add_argument("--port", type=int)
+        if name == "serve":  # the demo stays one process (its broker and simulators live in it)
+            sp.add_argument(
+                "--workers",
+                type=int,
+                default=os.cpu_count() or 1,
+                help="HTTP worker processes (default: the CPU count); drivers and the clock run in one of them",
+            )
         sp.set_defaults(func=cmd_serve if name == "serve" else cmd_demo)
 
     db = sub.add_parser("db", help="database migrations")

@@ -39,6 +39,7 @@ from access.events import EntryListeners
 from access.models import Controller
 from access.protocol import (
     Availability,
+    BatchSender,
     Booted,
     Command,
     CommandResult,
@@ -210,7 +211,27 @@ class DriverHost:
                 return CommandResult(command.command_id, False, str(exc))
 
         async def all_of() -> list[CommandResult]:
-            return list(await asyncio.gather(*(one(k, c) for k, c in pairs)))
+            # a driver that sends batches gets its commands in one call; the others one by one
+            out: list[CommandResult | None] = [None] * len(pairs)
+            batches: dict[int, tuple[BatchSender, list[int]]] = {}
+            single: list[int] = []
+            batching = {id(d): isinstance(d, BatchSender) for d in self.drivers.values()}
+            for i, (key, _command) in enumerate(pairs):
+                driver = self.driver_for(key)
+                if driver is not None and batching.get(id(driver)):
+                    batches.setdefault(id(driver), (driver, []))[1].append(i)  # type: ignore[arg-type]
+                else:
+                    single.append(i)
+
+            async def batch(driver: BatchSender, index: list[int]) -> None:
+                for i, result in zip(index, await driver.send_batch([pairs[i] for i in index]), strict=True):
+                    out[i] = result
+
+            async def each(i: int) -> None:
+                out[i] = await one(*pairs[i])
+
+            await asyncio.gather(*(batch(d, index) for d, index in batches.values()), *(each(i) for i in single))
+            return [r for r in out if r is not None]
 
         future = asyncio.run_coroutine_threadsafe(all_of(), self.loop)
         try:

@@ -48,7 +48,8 @@ def apply_site_file(
                 Site,
                 site.key,
                 {
-                    "name": site.name,
+                    "name": str(site.name),
+                    "names": site.name.names,
                     "timezone": site.timezone,
                     "locale": site.locale,
                     "defaults": site.defaults.model_dump(mode="json", exclude_none=True),
@@ -63,7 +64,8 @@ def apply_site_file(
                     venue.key,
                     {
                         "site_id": site_row.id,
-                        "name": venue.name,
+                        "name": str(venue.name),
+                        "names": venue.name.names,
                         "rules": venue.rules.model_dump(mode="json", exclude_none=True),
                     },
                     report,

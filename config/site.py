@@ -17,12 +17,80 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from config.settings import SUPPORTED_LOCALES
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 Key = Annotated[str, Field(pattern=KEY_PATTERN, description="stable lower-case key: a-z, 0-9, -")]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+MAX_NAME = 200
+
+
+class LocalName(str):
+    """A name as a string (the default one, shown where no language matches) with its versions
+    per language in `names` (empty when the file gave a plain string)."""
+
+    names: dict[str, str]
+
+    def __new__(cls, default: str, names: dict[str, str] | None = None) -> LocalName:
+        obj = super().__new__(cls, default)
+        obj.names = dict(names or {})
+        return obj
+
+
+def _local_name(value: Any) -> LocalName:
+    """`"Court 1"`, or `{en: "Court 1", fr: "Court n° 1"}`: the first language given is the default."""
+    if isinstance(value, LocalName):
+        return value
+    if isinstance(value, str):
+        if not value.strip() or len(value) > MAX_NAME:
+            raise ValueError(f"a name is 1 to {MAX_NAME} characters")
+        return LocalName(value)
+    if not isinstance(value, dict):
+        raise ValueError("a name, or a mapping of language to name (e.g. {en: Court 1, fr: Court n° 1})")
+    if not value:
+        raise ValueError("give at least one language")
+    names: dict[str, str] = {}
+    for lang, text in value.items():
+        if lang not in SUPPORTED_LOCALES:
+            raise ValueError(f"unsupported language {lang!r}; use {', '.join(SUPPORTED_LOCALES)}")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NAME:
+            raise ValueError(f"{lang}: a name is 1 to {MAX_NAME} characters")
+        names[lang] = text
+    return LocalName(next(iter(names.values())), names)
+
+
+Name = Annotated[
+    LocalName,
+    PlainValidator(_local_name),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+                {
+                    "type": "object",
+                    "propertyNames": {"enum": list(SUPPORTED_LOCALES)},
+                    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+                    "minProperties": 1,
+                },
+            ],
+            "description": "a name, or one per language (the first is the default)",
+        }
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -109,6 +177,12 @@ class Rules(Strict):
     pending_expiry_hours: int | None = Field(default=None, ge=1)
     max_active_per_user: int | None = Field(default=None, ge=1, description="future bookings a user may hold")
     budgets: list[Budget] | None = None
+    # messages (notify): reminders before the start, and a follow-up to the planner after a completed booking
+    reminder_minutes: list[Annotated[int, Field(ge=5, le=14 * 24 * 60)]] | None = Field(
+        default=None, max_length=5, description="reminders, minutes before the start; [] for none (default 1440, 60)"
+    )
+    follow_up: bool | None = Field(default=None, description="a message to the planner after a completed booking")
+    follow_up_minutes: int | None = Field(default=None, ge=0, le=30 * 24 * 60, description="minutes after the end")
 
     @field_validator("opening_hours")
     @classmethod
@@ -171,7 +245,7 @@ class Pool(Strict):
 
 class ResourceConfig(Strict):
     key: Key
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     kind: ResourceKind
     capacity: int = Field(default=1, ge=1, le=10_000)
     pool: Pool | None = None
@@ -188,7 +262,7 @@ class ResourceConfig(Strict):
 
 class VenueConfig(Strict):
     key: Key
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     rules: Rules = Rules()
     resources: list[ResourceConfig] = []
 
@@ -273,7 +347,7 @@ class AccessLevelConfig(Strict):
 
 class SiteConfig(Strict):
     key: Key
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     timezone: str
     locale: Literal["en", "fr", "de"] = "en"
     defaults: Rules = Rules()

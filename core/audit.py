@@ -1,8 +1,19 @@
-"""Append-only audit trail, each row chained to the previous one by a keyed hash (HMAC-SHA256).
+"""Append-only audit trail: rows appended unchained, then linked by one sealer into a keyed hash
+chain (HMAC-SHA256) in the order they committed.
 
-Rows are written in the transaction of the change they record. The database refuses
-UPDATE and DELETE on the table (triggers created by the migration); the chain catches
-what someone with the power to drop those triggers changes anyway.
+A row is written in the transaction of the change it records, with a keyed MAC of its content
+(`mac`) and no link yet: writers take no lock and read nothing, so the trail never serialises
+write transactions. The sealer (`seal`, run by the `CheckpointKeeper` right after commits and by
+`verify`) takes the rows not yet linked in id order, checks each one's MAC, and fills the chain
+columns once: its position `seq`, `prev_hash` (the hash of the row before it in the chain) and
+`hash`. On PostgreSQL only the sealer takes a lock (a transaction-level advisory try-lock: one
+sealer at a time over every node); on SQLite its write transaction is the lock. A row committed
+while a sealer runs is linked by the next run, so the chain follows commit order, not id order.
+
+The database refuses DELETE, and any UPDATE but that one filling of the chain columns of an
+unlinked row (triggers created by migrations 0001/0009 and narrowed by 0014); the chain catches
+what someone with the power to drop those triggers changes anyway, and the MAC what they change
+in a row not linked yet.
 
 The chain key is derived from the app's secret key (`Settings.effective_secret_key()`, HMAC
 with the label below) and never stored in the database, so whoever can write the table cannot
@@ -13,10 +24,10 @@ key). Two things move it forward, both only over rows they have checked to chain
 
 - the `CheckpointKeeper` of a running server, shortly after every commit that appended rows
   (`record` notes the row on the transaction's connection; the keeper listens to its own
-  engine's commits, and a thread of its own walks the new rows at most once per
+  engine's commits, and a thread of its own seals and walks the new rows at most once per
   `min_interval`, so no writer waits for it), and every `idle_poll` seconds for rows other
   processes appended;
-- `bookgate audit verify`, which walks the whole chain.
+- `bookgate audit verify`, which seals what is unlinked and walks the whole chain.
 
 Rows cut before the keeper has sealed them (within about `min_interval` of their commit, or
 while no server runs) are not noticed; everything sealed once is: `verify` names a chain
@@ -45,16 +56,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Text, event, text
+from sqlalchemy import Connection, Engine, Text, bindparam, event, insert, text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from config import get_settings
-from core.db import UTCDateTime, is_sqlite, read_session, utcnow
+from core.db import UTCDateTime, is_sqlite, read_session, utcnow, write_session
 
 log = logging.getLogger("bookgate.audit")
 
 GENESIS = "0" * 64
-# Any constant will do: it names the one advisory lock that orders chain appends on PostgreSQL.
+UNLINKED = ""  # prev_hash and hash of a row the sealer has not linked yet
+# Any constant will do: it names the one advisory lock the sealer takes on PostgreSQL.
 _PG_LOCK_KEY = 0x626F6F6B67617465 & 0x7FFFFFFFFFFFFFFF
 
 
@@ -70,8 +82,10 @@ class AuditEntry(SQLModel, table=True):
     object_id: str = Field(max_length=80)
     client_addr: str | None = Field(default=None, max_length=64)
     summary: str = Field(default="{}", sa_type=Text, description="canonical JSON: before/after and details")
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64)
+    mac: str | None = Field(default=None, max_length=64, description="keyed MAC of the content, set on append")
+    seq: int | None = Field(default=None, unique=True, index=True, description="chain position, set by the sealer")
+    prev_hash: str = Field(default=UNLINKED, max_length=64)
+    hash: str = Field(default=UNLINKED, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,67 @@ def keyed_digest(prev_hash: str, e: AuditEntry, key: bytes) -> str:
 _digest = keyed_digest
 
 
+def row_mac(e: Any, key: bytes) -> str:
+    """The MAC a row carries from its append: its content under the chain key, no link."""
+    return hmac.new(key, b"row\x1f" + _material("", e), hashlib.sha256).hexdigest()
+
+
+def entry(
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    *,
+    before: Any = None,
+    after: Any = None,
+    mac_key: bytes | None = None,
+    **details: Any,
+) -> AuditEntry:
+    """A new, unlinked row with its MAC (not written)."""
+    summary: dict[str, Any] = dict(details)
+    if before is not None:
+        summary["before"] = before
+    if after is not None:
+        summary["after"] = after
+    e = AuditEntry(
+        at=utcnow(),
+        actor_id=actor.id,
+        actor=actor.label,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        client_addr=actor.client_addr,
+        summary=_canonical(summary),
+    )
+    e.mac = row_mac(e, mac_key or chain_key())
+    return e
+
+
+_TABLE = AuditEntry.__table__  # type: ignore[attr-defined]
+_APPEND = insert(_TABLE).returning(_TABLE.c.id)
+
+
+def append(session: Session, e: AuditEntry) -> AuditEntry:
+    """Write an unlinked row (one INSERT, no lock, nothing read) and note it for the keeper."""
+    values = {
+        "at": e.at,
+        "actor_id": e.actor_id,
+        "actor": e.actor,
+        "action": e.action,
+        "object_type": e.object_type,
+        "object_id": e.object_id,
+        "client_addr": e.client_addr,
+        "summary": e.summary,
+        "mac": e.mac,
+        "prev_hash": UNLINKED,
+        "hash": UNLINKED,
+    }
+    e.id = session.execute(_APPEND, values).scalar_one()
+    info = session.connection().info
+    info[APPENDED] = max(info.get(APPENDED, 0), e.id or 0)
+    return e
+
+
 def record(
     session: Session,
     actor: Actor,
@@ -152,34 +227,9 @@ def record(
     after: Any = None,
     **details: Any,
 ) -> AuditEntry:
-    """Append one row. Call it last in the transaction: on PostgreSQL it holds the chain lock."""
-    if not is_sqlite(session):
-        # Serialise appends so two transactions never chain onto the same predecessor.
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-    prev = session.exec(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1)).first()
-    summary: dict[str, Any] = dict(details)
-    if before is not None:
-        summary["before"] = before
-    if after is not None:
-        summary["after"] = after
-    entry = AuditEntry(
-        at=utcnow(),
-        actor_id=actor.id,
-        actor=actor.label,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id),
-        client_addr=actor.client_addr,
-        summary=_canonical(summary),
-        prev_hash=prev or GENESIS,
-        hash="",
-    )
-    entry.hash = _digest(entry.prev_hash, entry, chain_key())
-    session.add(entry)
-    session.flush()
-    info = session.connection().info
-    info[APPENDED] = max(info.get(APPENDED, 0), entry.id or 0)
-    return entry
+    """Append one row to the caller's transaction. It takes no lock: the sealer links it after
+    the commit."""
+    return append(session, entry(actor, action, object_type, object_id, before=before, after=after, **details))
 
 
 @dataclass(frozen=True)
@@ -242,21 +292,100 @@ class VerifyResult:
     reason: str = ""
     problem: Problem = ""
     head: Checkpoint | None = None  # the intact chain's head: what the next checkpoint records
+    unlinked: int = 0  # rows committed after the last seal: their MACs checked, not chained yet
+
+
+class ChainError(Exception):
+    """The rows after the checkpoint do not chain onto it: the trail was rewritten or cut."""
+
+    def __init__(self, problem: Problem, reason: str, row_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.problem: Problem = problem
+        self.row_id = row_id
+
+
+def _mac_ok(row: Any, key: bytes) -> bool:
+    return row.mac is not None and hmac.compare_digest(row_mac(row, key), row.mac)
+
+
+def seal(engine: Engine, *, key: bytes | None = None, batch: int = 2000) -> int:
+    """Link the rows not linked yet onto the head of the chain, in id order of what has committed,
+    in one write transaction; returns how many. One sealer at a time: on PostgreSQL a sealer that
+    finds another at work returns 0 (that one links them). Raises `ChainError` at the first row
+    whose MAC does not match its content (the rows before it are linked, it and those after are not)."""
+    key = key or chain_key()
+    linked = 0
+    bad: Any = None
+    with write_session(engine) as s:
+        lock = text("SELECT pg_try_advisory_xact_lock(:k)")
+        if not is_sqlite(s) and not s.execute(lock, {"k": _PG_LOCK_KEY}).scalar():
+            return 0
+        head = s.execute(
+            select(_TABLE.c.seq, _TABLE.c.hash).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
+        stmt = (
+            update(_TABLE)
+            .where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.seq.is_(None))
+            .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+        )
+        after_id = 0
+        while bad is None:
+            rows = s.execute(
+                select(_TABLE).where(_TABLE.c.seq.is_(None), _TABLE.c.id > after_id).order_by(_TABLE.c.id).limit(batch)
+            ).all()
+            if not rows:
+                break
+            links = []
+            for row in rows:
+                if not _mac_ok(row, key):
+                    bad = row
+                    break
+                seq += 1
+                digest = _digest(prev, row, key)  # type: ignore[arg-type]
+                links.append({"row_id": row.id, "new_seq": seq, "new_prev": prev, "new_hash": digest})
+                prev = digest
+            if links:
+                s.execute(stmt, links)
+                linked += len(links)
+            after_id = rows[-1].id
+    if bad is not None:
+        raise ChainError("rewritten", "row content does not match its hash", bad.id)
+    return linked
+
+
+def _seal_quietly(session: Session, key: bytes) -> None:
+    """What `verify` seals before its walk; a row it cannot link is named by the walk itself."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    try:
+        seal(engine, key=key)
+    except ChainError:
+        pass
+    except Exception as exc:  # a read-only database, say: the walk accounts for the unlinked rows
+        log.warning("audit: could not seal before verifying (%s); unlinked rows are checked by their MAC", exc)
 
 
 def verify(
     session: Session, batch: int = 5000, *, key: bytes | None = None, checkpoint: Checkpoint | None = None
 ) -> VerifyResult:
-    """Walk the chain in id order; name the first row whose link or content does not match
-    (`rewritten`), or, given the last checkpoint, a chain shorter than it (`truncated`)."""
+    """Seal what is not linked yet, then walk the chain in its order; name the first row whose link
+    or content does not match (`rewritten`), or, given the last checkpoint, a chain shorter than it
+    (`truncated`). Rows committed after the seal are checked by their MAC and counted `unlinked`."""
     key = key or chain_key()
+    _seal_quietly(session, key)
+    return _walk(session, batch, key, checkpoint)
+
+
+def _walk(session: Session, batch: int, key: bytes, checkpoint: Checkpoint | None) -> VerifyResult:
     prev = GENESIS
     checked = 0
     last_id = 0
+    last_seq = 0
     seen_checkpoint_row = False
     while True:
         rows = session.exec(
-            select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
+            select(AuditEntry).where(col(AuditEntry.seq) > last_seq).order_by(col(AuditEntry.seq)).limit(batch)
         ).all()
         if not rows:
             break
@@ -274,6 +403,23 @@ def verify(
             prev = row.hash
             checked += 1
             last_id = row.id or last_id
+            last_seq = row.seq or last_seq
+    unlinked = 0
+    after_id = 0
+    while True:
+        rest = session.exec(
+            select(AuditEntry)
+            .where(col(AuditEntry.seq).is_(None), col(AuditEntry.id) > after_id)
+            .order_by(col(AuditEntry.id))
+            .limit(batch)
+        ).all()
+        if not rest:
+            break
+        for row in rest:
+            if not _mac_ok(row, key):
+                return VerifyResult(False, checked, row.id, "row content does not match its hash", "rewritten")
+            unlinked += 1
+        after_id = rest[-1].id or after_id
     if checkpoint is not None and (checked < checkpoint.rows or not (seen_checkpoint_row or checkpoint.rows == 0)):
         return VerifyResult(
             False,
@@ -283,7 +429,7 @@ def verify(
             f"{checked} rows remain and the last is row {last_id or 'none'}",
             "truncated",
         )
-    return VerifyResult(ok=True, checked=checked, head=Checkpoint(checked, last_id, prev))
+    return VerifyResult(ok=True, checked=checked, head=Checkpoint(checked, last_id, prev), unlinked=unlinked)
 
 
 @contextmanager
@@ -312,47 +458,42 @@ def store_checkpoint(path: Path, head: Checkpoint, key: bytes | None = None) -> 
             current = read_checkpoint(path, key)
         except CheckpointError:
             current = None  # the caller has just verified the chain: its head replaces a bad file
-        if current is not None and current.last_id >= head.last_id:
+        if current is not None and current.rows >= head.rows:
             return current
         write_checkpoint(path, head, key)
         return head
 
 
-class ChainError(Exception):
-    """The rows after the checkpoint do not chain onto it: the trail was rewritten or cut."""
-
-    def __init__(self, problem: Problem, reason: str, row_id: int | None = None) -> None:
-        super().__init__(reason)
-        self.problem: Problem = problem
-        self.row_id = row_id
-
-
 def extend(
     session: Session, checkpoint: Checkpoint | None, *, key: bytes | None = None, batch: int = 5000
 ) -> Checkpoint:
-    """The checkpoint moved over the rows appended after it, each checked to chain onto it.
+    """The checkpoint moved over the rows linked after it, each checked to chain onto it.
 
-    Walks only the new rows (and checks the checkpoint's own row), so it costs what was
+    Walks only the new links (and checks the checkpoint's own row), so it costs what was
     appended, not the size of the trail; without a checkpoint it walks everything once. Raises
     `ChainError` when the checkpoint's row is gone or changed, or a new row does not chain."""
     key = key or chain_key()
     if checkpoint is None:
-        result = verify(session, batch, key=key)
+        result = _walk(session, batch, key, None)
         if not result.ok or result.head is None:
             raise ChainError(result.problem or "rewritten", result.reason, result.first_bad_id)
         return result.head
     rows, last_id, prev = checkpoint.rows, checkpoint.last_id, checkpoint.last_hash
+    last_seq = 0
     if checkpoint.rows:
         sealed = session.get(AuditEntry, checkpoint.last_id)
         if sealed is None:
             raise ChainError("truncated", f"row {checkpoint.last_id}, sealed by the checkpoint, is gone")
-        if sealed.hash != checkpoint.last_hash or not hmac.compare_digest(
-            _digest(sealed.prev_hash, sealed, key), sealed.hash
+        if (
+            sealed.seq is None
+            or sealed.hash != checkpoint.last_hash
+            or not hmac.compare_digest(_digest(sealed.prev_hash, sealed, key), sealed.hash)
         ):
             raise ChainError("rewritten", "row differs from the one the checkpoint recorded", checkpoint.last_id)
+        last_seq = sealed.seq
     while True:
         new = session.exec(
-            select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
+            select(AuditEntry).where(col(AuditEntry.seq) > last_seq).order_by(col(AuditEntry.seq)).limit(batch)
         ).all()
         if not new:
             return Checkpoint(rows, last_id, prev)
@@ -361,7 +502,7 @@ def extend(
                 raise ChainError("rewritten", "link to the previous row is broken", row.id)
             if not hmac.compare_digest(_digest(prev, row, key), row.hash):
                 raise ChainError("rewritten", "row content does not match its hash", row.id)
-            prev, last_id, rows = row.hash, row.id or last_id, rows + 1
+            prev, last_id, rows, last_seq = row.hash, row.id or last_id, rows + 1, row.seq or last_seq
 
 
 class CheckpointKeeper:
@@ -369,9 +510,10 @@ class CheckpointKeeper:
 
     `record` leaves the highest id it appended on the transaction's connection; the keeper
     listens to its own engine's commits (no process-wide listener) and only notes that id, so the
-    writer pays a dictionary lookup. A thread of its own then seals the new rows with `extend` in
-    a read session (no writer lock on SQLite), at most once per `min_interval` seconds however
-    many commits came meanwhile, and writes the file (fsync, rename) under an advisory file lock
+    writer pays a dictionary lookup. A thread of its own then links the new rows (`seal`, one short
+    write transaction) and walks the new links with `extend` in a read session, at most once per
+    `min_interval` seconds however many commits came meanwhile, and writes the file (fsync, rename)
+    under an advisory file lock
     shared by every process of this var dir, never moving it backwards. The commit event comes
     just before the database commits, so a run that does not see the noted row yet runs again
     (for `settle` seconds at most: a commit that failed never shows its row). Every `idle_poll`
@@ -401,6 +543,7 @@ class CheckpointKeeper:
         self.sealed: Checkpoint | None = None
         self._target = 0
         self._target_since = 0.0
+        self._reached = 0  # the highest noted row seen linked
         self._cond = threading.Condition()
         self._step = threading.Lock()  # one step at a time in this process (the file lock is per process)
         self._stopping = False
@@ -451,19 +594,33 @@ class CheckpointKeeper:
         with self._step, _file_lock(self.path, wait=False) as locked:
             if not locked:
                 return None
+            with self._cond:
+                target = self._target
+            unlinkable: ChainError | None = None
+            try:
+                seal(self.engine, key=self.chain_key)
+            except ChainError as exc:  # the rows before it are linked: seal those in the file too
+                unlinkable = exc
             try:
                 current = read_checkpoint(self.path, self.checkpoint_key)
                 with read_session(self.engine) as session:
                     head = extend(session, current, key=self.chain_key)
+                    if (
+                        target > self._reached
+                        and session.exec(select(AuditEntry.seq).where(col(AuditEntry.id) == target)).first() is not None
+                    ):
+                        self._reached = target
+                if current is None or head.rows > current.rows:
+                    write_checkpoint(self.path, head, self.checkpoint_key)
+                self.sealed = head
+                if unlinkable is not None:
+                    raise unlinkable
             except (ChainError, CheckpointError) as exc:
                 if self.problem is None or str(self.problem) != str(exc):
                     log.error("audit trail: %s; the checkpoint is not moved (run `bookgate audit verify`)", exc)
                 self.problem = exc
                 return None
             self.problem = None
-            if current is None or head.last_id > current.last_id:
-                write_checkpoint(self.path, head, self.checkpoint_key)
-            self.sealed = head
             return head
 
     def _run(self) -> None:
@@ -471,8 +628,7 @@ class CheckpointKeeper:
         self._safe_advance()
         while True:
             with self._cond:
-                sealed = self.sealed.last_id if self.sealed is not None else 0
-                pending = self._target > sealed and time.monotonic() - self._target_since < self.settle
+                pending = self._target > self._reached and time.monotonic() - self._target_since < self.settle
                 if not pending and not self._stopping:
                     self._cond.wait(timeout=self.idle_poll)
                 if self._stopping:

@@ -48,7 +48,7 @@ class Principal:
     user_id: int
     email: str
     name: str
-    locale: str
+    locale: str | None  # the language the user chose; None while they never chose one
     admin: bool = False
     managed_venues: frozenset[int] = field(default_factory=frozenset)
     reception_sites: frozenset[int] = field(default_factory=frozenset)
@@ -98,7 +98,7 @@ def load_principal(
         user_id=ident(user),
         email=user.email,
         name=user.name,
-        locale=user.locale,
+        locale=user.locale if user.locale_chosen else None,
         admin=any(g.role == Role.admin for g in grants),
         managed_venues=frozenset(g.venue_id for g in grants if g.role == Role.venue_manager and g.venue_id),
         reception_sites=frozenset(g.site_id for g in grants if g.role == Role.reception and g.site_id),
@@ -322,6 +322,9 @@ class RolePublic(BaseModel):
 class UserPublic(UserBase):
     id: int
     email: str
+    locale_chosen: bool = Field(
+        default=False, description="false: pages follow the browser, messages the site's language"
+    )
     is_active: bool
     roles: list[RolePublic]
 
@@ -340,6 +343,7 @@ def user_public(session: Session, user: User) -> UserPublic:
         name=user.name,
         unit=user.unit,
         locale=user.locale,
+        locale_chosen=user.locale_chosen,
         is_active=user.is_active,
         roles=[RolePublic(role=g.role, site=sk, venue=vk) for g, sk, vk in rows],
     )
@@ -376,6 +380,7 @@ def create_user(session: Session, actor: Actor, data: UserCreate, hashing: Passw
         name=data.name,
         unit=data.unit,
         locale=data.locale,
+        locale_chosen="locale" in data.model_fields_set,
         password_hash=hashing.hash(data.password) if data.password else None,
     )
     session.add(user)
@@ -404,7 +409,11 @@ def update_user(session: Session, actor: Actor, user_id: int, data: UserUpdate, 
     changes = data.model_dump(exclude_unset=True, exclude={"password", "roles"})
     before = {k: getattr(user, k) for k in changes}
     for k, v in changes.items():
-        if v is None and k in ("name", "locale", "is_active"):
+        if k == "locale":
+            user.locale_chosen = v is not None  # null: back to the browser's and the site's language
+            if v is None:
+                continue
+        elif v is None and k in ("name", "is_active"):
             raise Invalid("null_not_allowed", f"{k} cannot be null", field=k)
         setattr(user, k, v)
     revoked = keys_revoked = 0

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from gettext import NullTranslations
 from pathlib import Path
+from typing import Any
 
 from babel.support import Translations
 
@@ -72,6 +73,13 @@ LEGACY: dict[str, str] = {
 }
 
 LOCALE_NAMES = {"en": "English", "fr": "Français", "de": "Deutsch"}
+
+
+def local_name(row: Any, locale: str) -> str:
+    """A site's, venue's or resource's name in `locale` when the site file gives one, else its
+    default name (anything without `names`, e.g. a door, is its `name`)."""
+    names = getattr(row, "names", None) or {}
+    return str(names.get(locale) or row.name)
 
 
 def parse_accept_language(header: str | None) -> list[str]:

@@ -29,6 +29,7 @@ class Site(SQLModel, table=True):
     name: str = Field(max_length=200)
     timezone: str = Field(max_length=64)
     locale: str = Field(default="en", max_length=5)
+    names: dict[str, str] = Field(default_factory=dict, sa_type=JSONText, description="name per language")
     defaults: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -40,6 +41,7 @@ class Venue(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("site.id", ondelete="RESTRICT"), nullable=False, index=True)
     )
     name: str = Field(max_length=200)
+    names: dict[str, str] = Field(default_factory=dict, sa_type=JSONText, description="name per language")
     rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
 
 
@@ -51,6 +53,9 @@ class User(SQLModel, table=True):
     name: str = Field(max_length=200)
     unit: str | None = Field(default=None, max_length=60, description="flat / household")
     locale: str = Field(default="en", max_length=5)
+    # True once the user (or an admin for them) chose `locale`; until then pages follow the browser
+    # and messages the site's language.
+    locale_chosen: bool = False
     password_hash: str | None = Field(default=None, max_length=255)
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Index, Text, or_
+from sqlalchemy import Engine, Index, Text, insert, or_
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
 from core.db import JSONText, UTCDateTime, ident, utcnow, write_session
@@ -40,14 +40,21 @@ class OutboxMessage(SQLModel, table=True):
 
 
 WRITTEN = "outbox.written"
+_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
+_ENQUEUE = insert(_TABLE).returning(_TABLE.c.id)
 
 
 def enqueue(
     session: Session, kind: str, payload: dict[str, Any], *, available_at: datetime | None = None
 ) -> OutboxMessage:
-    """Add a message to the caller's transaction: it exists only if that transaction commits."""
-    msg = OutboxMessage(kind=kind, payload=payload, available_at=available_at or utcnow())
-    session.add(msg)
+    """Add a message to the caller's transaction (one INSERT, now): it exists only if that
+    transaction commits."""
+    now = utcnow()
+    msg = OutboxMessage(kind=kind, payload=payload, created_at=now, available_at=available_at or now)
+    msg.id = session.execute(
+        _ENQUEUE,
+        {"kind": kind, "payload": payload, "created_at": now, "available_at": msg.available_at, "attempts": 0},
+    ).scalar_one()
     # Noted on the connection, like access.transitions' NEXT_DUE: a delivery worker on this engine
     # wakes at once when the connection comes back after the commit (see schedules.delivery); a
     # rollback clears it.

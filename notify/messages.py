@@ -28,6 +28,7 @@ from bms.status import recipients as reservation_recipients
 from config.settings import SUPPORTED_LOCALES
 from core import outbox
 from core.db import utcnow
+from core.i18n import local_name
 from core.models import Role, RoleGrant, Site, User, Venue
 from notify.models import NotifyPreference, WebhookEndpoint
 from notify.render import render, translate, when
@@ -69,6 +70,7 @@ CATALOG: dict[str, list[Spec]] = {
     "reservation.change_requested": [Spec("change_to_decide", "Change to decide: {resource}", MANAGERS)],
     "reservation.change_rejected": [Spec("change_rejected", "Change declined: {resource}", PEOPLE)],
     "reservation.reminder": [Spec("reminder", "Reminder: {resource}", PEOPLE, ics=True, optional="reminders")],
+    "reservation.follow_up": [Spec("follow_up", "How was it? {resource}", PEOPLE)],
     "moderation.proposal": [Spec("proposal", "Another time proposed: {resource}", PEOPLE)],
     "moderation.proposal_declined": [Spec("proposal_declined", "Proposal declined: {resource}", MANAGERS)],
     "controller.degraded": [Spec("controller_degraded", "Controller degraded: {controller}", STAFF)],
@@ -166,6 +168,12 @@ def _load(session: Session, msg: outbox.Claimed) -> Context:
     return ctx
 
 
+def _names(ctx: Context, locale: str) -> dict[str, str]:
+    """The place's names in the recipient's language, where the site file gives them."""
+    rows = (("resource", ctx.resource), ("venue", ctx.venue), ("site", ctx.site))
+    return {key: local_name(row, locale) for key, row in rows if row is not None}
+
+
 def _times(ctx: Context, locale: str) -> dict[str, str]:
     zone = ctx.site.timezone if ctx.site else str(ctx.payload.get("site_timezone") or "UTC")
     out: dict[str, str] = {}
@@ -260,7 +268,9 @@ def people(session: Session, ctx: Context, spec: Spec) -> list[tuple[str, str, s
         if u.id in seen:
             continue
         seen.add(u.id or 0)
-        out.append((u.email, u.name, u.locale, u.id))
+        # The recipient's chosen language, else the site's (a message has no browser to ask).
+        language = u.locale if u.locale_chosen or ctx.site is None else ctx.site.locale
+        out.append((u.email, u.name, language, u.id))
     return out
 
 
@@ -286,7 +296,7 @@ def expand(session: Session, msg: outbox.Claimed, portal_url: str = "", *, email
         if spec.ics and ctx.reservation is not None and ics is None:
             ics = reservation_ics(session, ctx.reservation).decode()
         for address, name, locale, user_id in people(session, ctx, spec):
-            values = {**ctx.values, **_times(ctx, locale), "name": name, "portal": portal_url}
+            values = {**ctx.values, **_times(ctx, locale), **_names(ctx, locale), "name": name, "portal": portal_url}
             if msg.kind == "reservation.reminder":
                 values["delay"] = _delay(int(ctx.payload.get("offset_minutes", 0)), locale)
             values.setdefault("requester", _requester(session, ctx))

@@ -12,7 +12,7 @@ import importlib
 
 from fastapi import APIRouter
 
-PAGE_MODULES = ("account", "resident", "manager", "admin", "reports", "reception", "mailbox")
+PAGE_MODULES = ("account", "resident", "manager", "admin", "reports", "reception", "mailbox", "waitlist", "webhooks")
 
 router = APIRouter(include_in_schema=False)
 for name in PAGE_MODULES:

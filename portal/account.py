@@ -4,13 +4,14 @@ own static files and the API documentation served from this machine (no CDN)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi_offline
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
-from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from access.models import Credential
 from access.service import PinChange, change_own_pin, credential_public
@@ -118,6 +119,9 @@ def _remember_locale(response: Response, request: Request, locale: str) -> None:
     )
 
 
+AUTOMATIC = "auto"  # the profile's "the browser's language": the account has no choice
+
+
 @router.post("/lang")
 def switch_language(
     request: Request,
@@ -126,17 +130,22 @@ def switch_language(
     lang: Annotated[str, Form(max_length=5)],
     next_: Annotated[str, Form(alias="next", max_length=2000)] = "/",
 ) -> Response:
-    """The switcher on every page: the user's explicit choice, kept in a cookie for this browser
-    and, when signed in, on their account (messages are written in it)."""
+    """The switcher on every page and the profile's choice: on the account when signed in (pages
+    and messages follow it; `auto` clears it), else in a cookie for this browser."""
     check_origin(request)
-    if lang not in SUPPORTED_LOCALES:
-        raise NotFound("unknown_locale", "no such language")
     principal = current(request, engine)
-    if principal is not None and principal.locale != lang:
-        with write_session(engine) as s:
-            auth.update_user(s, principal.actor, principal.user_id, UserUpdate(locale=lang), hashing_for(settings))
+    automatic = lang == AUTOMATIC and principal is not None
+    if lang not in SUPPORTED_LOCALES and not automatic:
+        raise NotFound("unknown_locale", "no such language")
     response = RedirectResponse(_local_path(next_), status_code=303)
-    _remember_locale(response, request, lang)
+    if principal is None:
+        _remember_locale(response, request, lang)
+        return response
+    wanted = None if automatic else lang
+    if principal.locale != wanted:
+        with write_session(engine) as s:
+            auth.update_user(s, principal.actor, principal.user_id, UserUpdate(locale=wanted), hashing_for(settings))
+    response.delete_cookie(LANG_COOKIE)  # the account's choice rules; a stale one would outlive a sign-out
     return response
 
 
@@ -263,7 +272,11 @@ def change_password(
 # ---------------------------------------------------------------- API documentation, offline
 
 
+# Swagger UI and ReDoc as the `fastapi-offline` package ships them (only its files are used): its
+# Swagger UI reads OpenAPI 3.1, which FastAPI writes (the older `swagger-ui-bundle` could not).
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 SWAGGER_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript"}
+REDOC_BUNDLE = DOCS_ASSETS / "redoc.standalone.js"
 
 
 # Swagger UI sets inline styles and shows its logo as a data: image; it runs nothing inline.
@@ -275,7 +288,7 @@ DOCS_POLICY = (
 
 @router.get("/docs", response_class=HTMLResponse)
 def api_docs(request: Request) -> HTMLResponse:
-    """Swagger UI from the files installed with the app (`swagger_ui_bundle`): no CDN, it works
+    """Swagger UI from the files installed with the app (`fastapi-offline`'s): no CDN, it works
     without the Internet. Its start-up script is a file of ours (`static/apidocs.js`)."""
     return templates.TemplateResponse(
         request,
@@ -285,10 +298,36 @@ def api_docs(request: Request) -> HTMLResponse:
     )
 
 
+# ReDoc styles itself inline (styled-components), shows icons as data: images and runs its search
+# in a worker made from a blob: URL; its fonts are the page's own (no font service). The one outside
+# address in its bundle, an attribution logo, is refused by img-src before any request.
+REDOC_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@router.get("/redoc", response_class=HTMLResponse)
+def api_reference(request: Request) -> HTMLResponse:
+    """ReDoc, the same OpenAPI document as a reference to read, from the bundle installed with the
+    app: no CDN. Its start-up script is a file of ours (`static/redoc-start.js`)."""
+    return templates.TemplateResponse(
+        request,
+        "redoc.html",
+        {"locale": page_locale(request, None), "openapi_url": request.app.openapi_url or "/openapi.json"},
+        headers={**PAGE_HEADERS, "Content-Security-Policy": REDOC_POLICY},
+    )
+
+
+@router.get("/static/docs/redoc.standalone.js")
+def redoc_asset() -> FileResponse:
+    return FileResponse(REDOC_BUNDLE, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/static/docs/{name}")
 def swagger_asset(name: str) -> FileResponse:
     if name not in SWAGGER_FILES:
         raise NotFound("not_found", "no such file")
     return FileResponse(
-        swagger_ui_path / name, media_type=SWAGGER_FILES[name], headers={"Cache-Control": "max-age=86400"}
+        DOCS_ASSETS / name, media_type=SWAGGER_FILES[name], headers={"Cache-Control": "max-age=86400"}
     )

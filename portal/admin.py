@@ -143,7 +143,7 @@ def invite(
     role: Annotated[str, Form(max_length=20)] = "",
     scope: Annotated[str, Form(max_length=63)] = "",
     unit: Annotated[str, Form(max_length=60)] = "",
-    locale: Annotated[str, Form(max_length=5)] = "en",
+    locale: Annotated[str, Form(max_length=5)] = "",
 ) -> Response:
     """Create the account with a one-time password, shown to the admin once, to hand over."""
     check_origin(request)
@@ -158,7 +158,7 @@ def invite(
             email=email,
             name=name,
             unit=unit or None,
-            locale=locale,
+            **({"locale": locale} if locale else {}),  # none: the user has not chosen yet
             password=password,
             roles=[_role_in(role, scope)] if role else [],
         )

@@ -29,7 +29,7 @@ from core.auth import Principal
 from core.db import open_session
 from core.deps import SESSION_COOKIE, same_origin
 from core.errors import AppError, Forbidden
-from core.i18n import LOCALE_NAMES, N_, pick_locale, translator
+from core.i18n import LOCALE_NAMES, N_, local_name, pick_locale, translator
 from core.models import Role, Site, Venue
 
 COOKIE = SESSION_COOKIE
@@ -103,16 +103,20 @@ def site_locale(request: Request, principal: Principal | None) -> str:
     return found or fallback
 
 
-def chosen_locale(request: Request) -> str | None:
+def chosen_locale(request: Request, principal: Principal | None = None) -> str | None:
+    """The language chosen: the account's choice when signed in, else this browser's (the
+    switcher's cookie, for visitors not signed in)."""
+    if principal is not None and principal.locale in SUPPORTED_LOCALES:
+        return principal.locale
     value = request.cookies.get(LANG_COOKIE)
     return value if value in SUPPORTED_LOCALES else None
 
 
 def page_locale(request: Request, principal: Principal | None) -> str:
-    chosen = chosen_locale(request)
-    if chosen:
-        return chosen
-    return pick_locale(None, request.headers.get("accept-language"), site_locale(request, principal))
+    """The account's choice, then the browser's Accept-Language, then the site's language."""
+    return pick_locale(
+        chosen_locale(request, principal), request.headers.get("accept-language"), site_locale(request, principal)
+    )
 
 
 # ---------------------------------------------------------------- dates in the site's zone
@@ -188,6 +192,7 @@ def render(request: Request, name: str, principal: Principal | None, status: int
             "nav": nav_for(principal),
             "path": request.url.path,
             "dates": Dates(locale, request.headers.get("accept-language")),
+            "named": lambda row: local_name(row, locale),
             **ctx,
         },
         status_code=status,

@@ -44,7 +44,7 @@ from core.auth import Principal
 from core.db import ident, open_session, utcnow, write_session
 from core.deps import EngineDep
 from core.errors import AppError, Invalid
-from core.i18n import N_, translator
+from core.i18n import N_, local_name, translator
 from core.models import Role, Site, User
 from moderation import documents
 from moderation import service as moderation
@@ -736,13 +736,14 @@ def _event_rows(
     names = {u.id: u.name for u in s.exec(select(User).where(col(User.id).in_(users))).all()} if users else {}
     booked = {int(e.source.split(":", 1)[1]) for e in events if e.source and e.source.startswith("reservation:")}
     resource_of = (
-        dict(
-            s.exec(
-                select(Reservation.id, Resource.name)
+        {
+            rid: local_name(resource, locale)
+            for rid, resource in s.exec(
+                select(Reservation.id, Resource)
                 .join(Resource, col(Resource.id) == Reservation.resource_id)
                 .where(col(Reservation.id).in_(booked))
             ).all()
-        )
+        }
         if booked
         else {}
     )
@@ -822,7 +823,7 @@ def board(s: Session, principal: Principal, locale: str, *, kind: str = "", door
     public = {p.key: p for p in access_service.door_public(s, doors)}
     resource_ids = {r for p in public.values() for r in p.resources}
     names = (
-        dict(s.exec(select(Resource.id, Resource.name).where(col(Resource.id).in_(resource_ids))).all())
+        {r.id: local_name(r, locale) for r in s.exec(select(Resource).where(col(Resource.id).in_(resource_ids))).all()}
         if resource_ids
         else {}
     )

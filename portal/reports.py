@@ -31,7 +31,7 @@ from core.auth import Principal
 from core.db import open_session, utcnow
 from core.deps import EngineDep
 from core.errors import NotFound
-from core.i18n import N_, translator
+from core.i18n import N_, local_name, translator
 from core.models import Role, Venue
 from moderation import stats as moderation_stats
 from portal.layout import NAV, NavItem, page_locale
@@ -125,6 +125,11 @@ Weeks = Annotated[int, Query(ge=1, le=52)]
 End = Annotated[date | None, Query(description="the last local day of the period; default: up to now")]
 
 
+
+def _local_names(f: Any, locale: str) -> dict[str, str]:
+    """The resources' names in the page's language (the site file may give one per language)."""
+    return {c.resource.key: local_name(c.resource, locale) for c in f.ctxs}
+
 @router.get("/reports", response_class=HTMLResponse)
 def reports_page(
     request: Request,
@@ -142,6 +147,7 @@ def reports_page(
             return page(request, "report_index.html", principal, venues=[], f=None, weeks=weeks, end=end)
         f = figures(s, principal, venue or venues[0].key, weeks, end)
     tz = f.ctxs[0].site.timezone if f.ctxs else "UTC"
+    local = _local_names(f, page_locale(request, principal))
     top = sorted((h for h in range(24) if f.busiest[h] > 0), key=lambda h: -f.busiest[h])[:3]
     return page(
         request,
@@ -156,6 +162,7 @@ def reports_page(
         busiest_top=", ".join(f"{h}:00" for h in sorted(top)),
         heat_class=heat_class,
         weekday_labels=WEEKDAY_LABELS,
+        rname=lambda x: local.get(x.resource_key, x.resource_name),
     )
 
 
@@ -243,11 +250,14 @@ def chart_svg(
     principal, f = _figures_for(request, engine, venue, chart, weeks, end, resource if chart == "occupancy" else None)
     if f is None or not isinstance(principal, Principal):
         return principal if isinstance(principal, Response) else Response(status_code=403)
-    t = translator(page_locale(request, principal))
-    names = [o.resource_name for o in f.outcomes]
+    locale = page_locale(request, principal)
+    t = translator(locale)
+    local = _local_names(f, locale)
+    names = [local.get(o.resource_key, o.resource_name) for o in f.outcomes]
     if chart == "occupancy":
         o = f.occupancy[0]
-        body = heat_svg(o, t("Occupancy of {name}", name=o.resource_name), [t(w) for w in WEEKDAY_LABELS])
+        name = local.get(o.resource_key, o.resource_name)
+        body = heat_svg(o, t("Occupancy of {name}", name=name), [t(w) for w in WEEKDAY_LABELS])
     elif chart == "outcomes":
         body = _bar(
             t("No-shows and cancellations"),
@@ -261,7 +271,7 @@ def chart_svg(
     elif chart == "lead-time":
         body = _bar(
             t("Time to a moderation decision (hours)"),
-            [x.resource_name for x in f.lead],
+            [local.get(x.resource_key, x.resource_name) for x in f.lead],
             [
                 (t("Median"), [None if x.median_minutes is None else round(x.median_minutes / 60, 1) for x in f.lead]),
                 (

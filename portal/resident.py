@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from bms import availability, queries, recurrence, resources, service
+from bms import availability, queries, recurrence, service
 from bms.booking import NO_POLICIES, BookingPolicies, ResourceCtx, can_see, visible_resource
 from bms.calendar import reservation_ics
 from bms.context import load_many, require_can_book
@@ -153,6 +153,8 @@ class VenueView:
     timezone: str
     kinds: list[str] = field(default_factory=list)
     resources: list[ResourceCtx] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # per language, from the site file
+    site_names: dict[str, str] = field(default_factory=dict)
 
 
 def _where_visible(principal: Principal) -> Any:
@@ -178,7 +180,17 @@ def _venues(session: Session, principal: Principal, *, with_resources: bool = Fa
     for ctx in load_many(session, list(session.exec(stmt).all())):
         if not can_see(principal, ctx):
             continue
-        view = out.setdefault(ctx.venue.key, VenueView(ctx.venue.key, ctx.venue.name, ctx.site.name, ctx.site.timezone))
+        view = out.setdefault(
+            ctx.venue.key,
+            VenueView(
+                ctx.venue.key,
+                ctx.venue.name,
+                ctx.site.name,
+                ctx.site.timezone,
+                names=ctx.venue.names,
+                site_names=ctx.site.names,
+            ),
+        )
         if ctx.resource.kind not in view.kinds:
             view.kinds.append(ctx.resource.kind)
         if with_resources:
@@ -189,7 +201,15 @@ def _venues(session: Session, principal: Principal, *, with_resources: bool = Fa
 def _venue_list(session: Session, principal: Principal) -> list[VenueView]:
     """The venue picker of the calendar: names and kinds in one query, no resource loaded."""
     rows = session.execute(
-        sa_select(col(Venue.key), col(Venue.name), col(Site.name), col(Site.timezone), col(Resource.kind))
+        sa_select(
+            col(Venue.key),
+            col(Venue.name),
+            col(Site.name),
+            col(Site.timezone),
+            col(Resource.kind),
+            col(Venue.names),
+            col(Site.names),
+        )
         .select_from(Resource)
         .join(Venue, col(Venue.id) == Resource.venue_id)
         .join(Site, col(Site.id) == Venue.site_id)
@@ -197,8 +217,8 @@ def _venue_list(session: Session, principal: Principal) -> list[VenueView]:
         .distinct()
     ).all()
     out: dict[str, VenueView] = {}
-    for key, name, site, timezone, kind in rows:
-        view = out.setdefault(key, VenueView(key, name, site, timezone))
+    for key, name, site, timezone, kind, names, site_names in rows:
+        view = out.setdefault(key, VenueView(key, name, site, timezone, names=names, site_names=site_names))
         view.kinds = sorted({*view.kinds, kind})
     return sorted(out.values(), key=lambda v: (v.site, v.name))
 
@@ -315,7 +335,7 @@ def find_slot(
     if chosen is not None:
         ctx_list = [
             c
-            for c in resources.venue_contexts(session, principal, chosen.key)
+            for c in availability.venue_contexts(session, principal, chosen.key)
             if kind is None or c.resource.kind == kind
         ]
         now = utcnow()
@@ -578,14 +598,15 @@ class Row:
     name: str
     tz: ZoneInfo
     proposal: ChangeProposal | None = None
+    names: dict[str, str] = field(default_factory=dict)  # the resource's, per language
 
 
 def _rows(session: Session, items: list[queries.ReservationPublic]) -> list[Row]:
-    names = dict(
-        session.exec(
-            select(Resource.key, Resource.name).where(col(Resource.key).in_({i.resource for i in items}))
-        ).all()
-    )
+    found = session.exec(
+        select(Resource.key, Resource.name, Resource.names).where(col(Resource.key).in_({i.resource for i in items}))
+    ).all()
+    names = {key: name for key, name, _ in found}
+    local = {key: per_language for key, _, per_language in found}
     pending = [i.id for i in items if i.status == Status.pending]
     proposals: dict[int, ChangeProposal] = {}
     if pending:
@@ -595,7 +616,16 @@ def _rows(session: Session, items: list[queries.ReservationPublic]) -> list[Row]
             .order_by(col(ChangeProposal.id))
         ).all():
             proposals[p.reservation_id] = p
-    return [Row(i, names.get(i.resource, i.resource), ZoneInfo(i.timezone), proposals.get(i.id)) for i in items]
+    return [
+        Row(
+            i,
+            names.get(i.resource, i.resource),
+            ZoneInfo(i.timezone),
+            proposals.get(i.id),
+            dict(local.get(i.resource) or {}),
+        )
+        for i in items
+    ]
 
 
 @router.get("/reservations", response_class=HTMLResponse)

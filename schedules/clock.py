@@ -23,6 +23,7 @@ from access.levels import LEVELS_EVERY_MINUTES, replan_levels
 from access.transitions import NEXT_DUE
 from core.db import utcnow, write_session
 from schedules import visits as visit_jobs
+from schedules.completion import complete_finished
 from schedules.dispatch import Send, SendMany, dispatch_once, next_due
 from schedules.expiry import expire_pending
 from schedules.noshow import mark_no_shows
@@ -128,8 +129,11 @@ def start_clock(
     reconcile_every_seconds: int = 600,
     lease_seconds: int = 60,
     supervise: Callable[[], object] | None = None,
+    listen: bool = True,
 ) -> Clock:
-    """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too."""
+    """Periodic jobs; with a driver's `send`/`send_many`, the dispatcher and reconcile too.
+    ``listen=False``: the caller routes commits' wake-ups to `Clock.wake` itself (a server of
+    several workers, whose listeners are all in place before any traffic)."""
     scheduler = BackgroundScheduler(timezone="UTC")
     apscheduler_log = logging.getLogger("apscheduler.scheduler")
     if not any(isinstance(f, _DispatchBusy) for f in apscheduler_log.filters):
@@ -194,6 +198,13 @@ def start_clock(
         next_run_time=now(),
         **every,
     )
+    scheduler.add_job(
+        _guard("bookings completed", lambda: complete_finished(engine, now())),
+        "interval",
+        seconds=expiry_every_seconds,
+        id="complete-bookings",
+        **every,
+    )
 
     # visitors (schedules.visits): automatic check-out and no-shows with the sweeps, retention daily
     scheduler.add_job(
@@ -232,5 +243,6 @@ def start_clock(
         **every,
     )
     scheduler.start()
-    clock.listen()
+    if listen:
+        clock.listen()
     return clock

@@ -1,10 +1,12 @@
-"""Reminders before a booking (24 h and 1 h by default), written to the outbox by a periodic job.
+"""Reminders before a booking, written to the outbox by a periodic job.
 
-Each reminder is remembered by (booking, offset, start time) in the same transaction that writes
-it, so it goes out once however many nodes run the job, and again if the booking moves. A booking
-made after a reminder's time gets no such reminder; a job that was down sends only the nearest
-reminder still ahead, never a stale 24 h one an hour before. People who turned reminders off are
-left out when the message is expanded (`notify.messages`).
+Which reminders a booking gets is a site setting (`reminder_minutes` in the site file's rules,
+24 h and 1 h when unset, none for `[]`; see `notify.settings`). Each reminder is remembered by
+(booking, offset, start time) in the same transaction that writes it, so it goes out once however
+many nodes run the job, and again if the booking moves. A booking made after a reminder's time
+gets no such reminder; a job that was down sends only the nearest reminder still ahead, never a
+stale 24 h one an hour before. People who turned reminders off are left out when the message is
+expanded (`notify.messages`).
 """
 
 from __future__ import annotations
@@ -14,23 +16,27 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from bms.context import load_resource_by_id
 from bms.models import Reservation, Resource
 from bms.states import Status
 from core import outbox
 from core.db import is_sqlite, write_session
 from notify.models import ReminderSent
+from notify.settings import DEFAULT_REMINDERS, for_resource, widest_reminder
 
-OFFSETS_MINUTES = (24 * 60, 60)
+OFFSETS_MINUTES = DEFAULT_REMINDERS
 KIND = "reservation.reminder"
 
 
-def write_due_reminders(engine: Engine, now: datetime, offsets: tuple[int, ...] = OFFSETS_MINUTES) -> int:
-    """Write every reminder due at `now`; return how many."""
-    if not offsets:
-        return 0
-    widest = timedelta(minutes=max(offsets))
+def write_due_reminders(engine: Engine, now: datetime, offsets: tuple[int, ...] | None = None) -> int:
+    """Write every reminder due at `now`; return how many. `offsets` (minutes) overrides the
+    sites' settings for every booking."""
     written = 0
     with write_session(engine) as s:
+        widest_minutes = max(offsets) if offsets else (0 if offsets is not None else widest_reminder(s))
+        if not widest_minutes:
+            return 0
+        widest = timedelta(minutes=widest_minutes)
         stmt = (
             select(Reservation, Resource.key)
             .join(Resource, col(Resource.id) == Reservation.resource_id)
@@ -56,9 +62,10 @@ def write_due_reminders(engine: Engine, now: datetime, offsets: tuple[int, ...] 
             ).all()
         }
         for r, resource_key in rows:
+            wanted = offsets if offsets is not None else for_resource(load_resource_by_id(s, r.resource_id)).reminders
             due = [
                 off
-                for off in offsets
+                for off in wanted
                 if r.start - timedelta(minutes=off) <= now
                 and r.created_at < r.start - timedelta(minutes=off)
                 and (r.id, off, r.start) not in sent

@@ -564,7 +564,7 @@ def _enter(session: Session, visit: Visit, visitor: Visitor, now: datetime) -> N
             "site": site.name,
             "site_timezone": site.timezone,
             "at": now.isoformat(),
-            "locale": host.locale if host else site.locale,
+            "locale": host.locale if host and host.locale_chosen else site.locale,
         },
     )
     session.flush()

@@ -39,11 +39,13 @@ def import_bytes(engine: Engine, raw: bytes, actor: Actor, *, source: str = "por
 class VenuePublic(BaseModel):
     key: str
     name: str
+    names: dict[str, str] = {}  # per language, when the site file gives them
 
 
 class SitePublic(BaseModel):
     key: str
     name: str
+    names: dict[str, str] = {}  # per language, when the site file gives them
     timezone: str
     locale: str
     venues: list[VenuePublic]
@@ -62,9 +64,10 @@ def list_sites(principal: CurrentUser, session: SessionDep) -> list[SitePublic]:
         SitePublic(
             key=s.key,
             name=s.name,
+            names=s.names,
             timezone=s.timezone,
             locale=s.locale,
-            venues=[VenuePublic(key=v.key, name=v.name) for v in venues if v.site_id == s.id],
+            venues=[VenuePublic(key=v.key, name=v.name, names=v.names) for v in venues if v.site_id == s.id],
         )
         for s in sites
     ]

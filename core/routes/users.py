@@ -3,8 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 from sqlmodel import col, select
 
+from config.settings import SUPPORTED_LOCALES
 from core import auth
 from core.auth import (
     ApiKeyCreate,
@@ -14,7 +17,7 @@ from core.auth import (
     UserPublic,
     UserUpdate,
 )
-from core.deps import AdminUser, SessionDep, SettingsDep, WriteSessionDep
+from core.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, WriteSessionDep
 from core.models import ApiKey, User
 from core.security import hashing_for
 
@@ -53,6 +56,38 @@ def update_user(
 ) -> UserPublic:
     """Disabling a user (is_active=false) revokes all their sessions and API keys at once."""
     user = auth.update_user(session, admin.actor, user_id, data, hashing_for(settings))
+    return auth.user_public(session, user)
+
+
+class MyAccountUpdate(BaseModel):
+    """What a user changes on their own account here."""
+
+    model_config = ConfigDict(extra="forbid")
+    locale: str | None = Field(
+        default=None,
+        description=f"one of {', '.join(SUPPORTED_LOCALES)}: the pages and messages in that language; "
+        "null: pages follow the browser, messages the site's language",
+    )
+
+    @field_validator("locale")
+    @classmethod
+    def _supported(cls, v: str | None) -> str | None:
+        if v is not None and v not in SUPPORTED_LOCALES:
+            raise PydanticCustomError(
+                "unsupported_locale",
+                "unsupported language {lang}; one of {supported}",
+                {"lang": repr(v[:20]), "supported": ", ".join(SUPPORTED_LOCALES)},
+            )
+        return v
+
+
+@router.patch("/users/me", response_model=UserPublic)
+def update_me(
+    data: MyAccountUpdate, principal: CurrentUser, session: WriteSessionDep, settings: SettingsDep
+) -> UserPublic:
+    """The caller's own account: their language (audited like an admin's change)."""
+    change = UserUpdate.model_validate(data.model_dump(exclude_unset=True))
+    user = auth.update_user(session, principal.actor, principal.user_id, change, hashing_for(settings))
     return auth.user_public(session, user)
 
 

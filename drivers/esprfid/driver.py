@@ -9,7 +9,8 @@ with ``call_soon_threadsafe``.
 Acknowledgements. The firmware answers ``adduser``, ``deletuid`` and ``deletusers`` with
 ``{"type": <command>, "ip": <its IP>}`` and ``opendoor`` with an access event whose user is
 ``"MQTT"``; none of them echoes a command id or the card. The driver therefore keeps exactly one
-command in flight per controller (an ``asyncio.Lock``) and accepts, as the acknowledgement, the
+command in flight per controller (``send`` holds an ``asyncio.Lock`` and the controller's lane;
+``send_batch`` queues grants and revokes on the lane) and accepts, as the acknowledgement, the
 next reply of the expected type from that controller's IP. The firmware handles its command queue
 in order and publishes on one topic, and MQTT keeps one publisher's order, so the reply that comes
 back is the reply to what was sent. The residual ambiguity is a reply to an abandoned attempt
@@ -55,7 +56,9 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,6 +90,9 @@ from drivers.mqtt import MqttSettings, make_client
 log = logging.getLogger("drivers.esprfid")
 
 FENCE_UID = "bookgate-list-end"  # never a card: a PICC UID is hex digits, a Wiegand code decimal
+
+# Attempts a lane job already used before it was handed to `send` for its retries.
+_USED_ATTEMPTS: ContextVar[int] = ContextVar("esprfid_used_attempts", default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +149,51 @@ class ControllerState:
 
 
 @dataclass(slots=True)
-class _Pending:
+class _Plan:
+    """One record write or delete on one device, and what the driver's shadow becomes once acknowledged."""
+
+    payload: dict[str, Any]
+    expect: str
+    uid: str
+    record: codec.UserRecord | None  # None: the card is deleted
+    detail: str
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """Commands given to ``send_batch`` together: one completion for all of them."""
+
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+    results: list[CommandResult | None]
+    left: int
+    inflight: set[_Job] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """A grant or revoke of a batch, queued on its controller's lane."""
+
+    ctl: _Controller
+    command: Command
+    batch: _Batch
+    index: int
+    plan: _Plan | None = None
+    deadline: float = 0.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    loop: asyncio.AbstractEventLoop | None  # None for a lane job (``job``): its ack is handled in place
+    future: asyncio.Future[None] | None
     expect: str
     records: list[codec.UserRecord] | None = None
     rebooted: bool = False  # the device booted meanwhile: what was sent before is lost, send again
+    job: _Job | None = None
+
+    def wake(self) -> None:
+        if self.loop is not None and self.future is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
 @dataclass(slots=True)
@@ -160,6 +205,9 @@ class _Controller:
     pending: _Pending | None = None
     lock: asyncio.Lock | None = None
     quick_left: int = 0  # quick re-sends left for the first command after a boot
+    lane: deque[_Job] = field(default_factory=deque)  # batch commands waiting for the one in flight
+    exclusive: int = 0  # a `send` holds the device: the lane starts nothing meanwhile
+    lane_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class _Failed(Exception):
@@ -192,6 +240,8 @@ class EsprfidDriver:
         self.missed_heartbeats = missed_heartbeats
         self._clock = clock
         self._lock = threading.Lock()
+        self._lane_lock = threading.Lock()  # the lanes, `pending` of lane commands, batch completion
+        self._tasks: set[asyncio.Task[None]] = set()  # retries handed over from the lanes
         self._controllers: dict[str, _Controller] = {}
         self._by_topic: dict[str, list[str]] = {}
         self._list_locks: dict[str, asyncio.Lock] = {}
@@ -322,13 +372,208 @@ class EsprfidDriver:
         if ctl.lock is None:
             ctl.lock = asyncio.Lock()
         async with ctl.lock:
+            await self._hold_lane(ctl)
             try:
                 result = await self._dispatch(ctl, command)
             except _Failed as exc:
                 log.warning("esp-rfid %s: command %s failed: %s", controller_key, command.command_id, exc)
                 return CommandResult(command.command_id, False, str(exc), exc.attempts)
+            finally:
+                self._release_lane(ctl)
         log.debug("esp-rfid %s: command %s -> %s", controller_key, command.command_id, result)
         return result
+
+    # ------------------------------------------------------------------ batches (the lanes)
+    #
+    # `send_batch` costs what a bare MQTT client costs per command: each controller has a lane (a
+    # queue) of grants and revokes; the first is published at once, and each acknowledgement,
+    # handled on paho's network thread, settles its command and publishes the lane's next one
+    # there, as a raw client would. The batch completes with one hand-off to the event loop. Only
+    # the first attempt runs in the lane: a command whose reply does not come in time, or whose
+    # device reboots, or that needs the quick re-sends after a boot, goes on through `send` and its
+    # retry schedule. `send` (and so FullSync, ListUsers, Unlock) holds the device exclusively: the
+    # lane starts nothing while it runs, and it waits for the lane's command in flight.
+
+    async def send_batch(self, pairs: Sequence[tuple[str, Command]]) -> list[CommandResult]:
+        """``send`` for each pair, results in order; an unknown controller or a broker down is a
+        failed result, not an exception."""
+        if not pairs:
+            return []
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop, loop.create_future(), [None] * len(pairs), len(pairs))
+        jobs: list[_Job] = []
+        for index, (key, command) in enumerate(pairs):
+            with self._lock:
+                ctl = self._controllers.get(key)
+            if ctl is None:
+                unknown = CommandResult(command.command_id, False, f"unknown esp-rfid controller {key!r}")
+                self._complete(batch, index, unknown)
+            elif isinstance(command, Grant | Revoke):
+                jobs.append(_Job(ctl, command, batch, index))
+            else:  # sync, list, unlock: through `send`
+                self._spawn(self._retry(_Job(ctl, command, batch, index), used=0, wait=False))
+        publish: list[_Pending] = []
+        with self._lane_lock:
+            touched: dict[int, _Controller] = {}
+            for job in jobs:
+                job.ctl.lane.append(job)
+                touched[id(job.ctl)] = job.ctl
+            for ctl in touched.values():
+                self._start_lane(ctl, publish)
+        self._publish_lane(publish)
+        period = max(0.01, min(0.1, self.retry.ack_timeout / 5))
+        try:
+            while not batch.future.done():
+                await asyncio.wait({batch.future}, timeout=period)
+                now = time.monotonic()
+                for job in [j for j in batch.inflight if j.deadline <= now]:
+                    pending = job.ctl.pending
+                    if pending is not None and pending.job is job:
+                        detail = f"no {pending.expect} reply within {self.retry.ack_timeout:g}s"
+                        self._lane_failed(pending, detail, used=1)
+        finally:
+            if not batch.future.done():  # cancelled: free the lanes of what is left of this batch
+                self._abandon(batch, jobs)
+        return [r for r in batch.results if r is not None]
+
+    def _abandon(self, batch: _Batch, jobs: list[_Job]) -> None:
+        publish: list[_Pending] = []
+        with self._lane_lock:
+            batch.left = -1  # never completes
+            for ctl in {id(j.ctl): j.ctl for j in jobs}.values():
+                ctl.lane = deque(j for j in ctl.lane if j.batch is not batch)
+                if ctl.pending is not None and ctl.pending.job is not None and ctl.pending.job.batch is batch:
+                    ctl.pending = None
+                    self._lane_free(ctl, publish)
+            batch.inflight.clear()
+        self._publish_lane(publish)
+
+    def _start_lane(self, ctl: _Controller, publish: list[_Pending]) -> None:
+        """Start the lane's next command if the device is free (lane lock held; the caller publishes
+        what is added to `publish` once it has let the lock go)."""
+        while ctl.lane and ctl.pending is None and not ctl.exclusive:
+            job = ctl.lane.popleft()
+            assert isinstance(job.command, Grant | Revoke)  # only these take the lane
+            if (ctl.quick_left > 0 and self._just_booted(ctl)) or not self.connected:
+                self._hand_over(job, used=0, wait=False)
+                continue
+            plan = self._plan(ctl, job.command)
+            if isinstance(plan, CommandResult):
+                self._complete_locked(job.batch, job.index, plan)
+                continue
+            job.plan = plan
+            job.deadline = time.monotonic() + self.retry.ack_timeout
+            pending = _Pending(None, None, plan.expect, job=job)
+            ctl.pending = pending  # before publishing: a fast reply must find it
+            job.batch.inflight.add(job)
+            publish.append(pending)
+
+    def _publish_lane(self, publish: list[_Pending]) -> None:
+        for pending in publish:
+            job = pending.job
+            assert job is not None and job.plan is not None
+            topic = f"{job.ctl.config.topic}/{codec.CMD}"
+            if not self._publish(topic, [codec.dumps(job.plan.payload)]):
+                self._lane_failed(pending, "MQTT broker unreachable", used=1)
+
+    def _lane_done(self, pending: _Pending) -> None:
+        """The lane command's acknowledgement (network thread)."""
+        job = pending.job
+        assert job is not None and job.plan is not None
+        ctl = job.ctl
+        publish: list[_Pending] = []
+        with self._lane_lock:
+            if ctl.pending is not pending:
+                return  # timed out meanwhile: its retry is under way
+            ctl.pending = None
+            job.batch.inflight.discard(job)
+            self._applied(ctl, job.plan)
+            ctl.quick_left = 0
+            self._complete_locked(job.batch, job.index, CommandResult(job.command.command_id, True, job.plan.detail, 1))
+            self._lane_free(ctl, publish)
+        self._publish_lane(publish)
+
+    def _lane_failed(self, pending: _Pending, detail: str, *, used: int, wait: bool = True) -> None:
+        """The lane command got no answer (or the device rebooted): `send` takes it over."""
+        job = pending.job
+        assert job is not None
+        ctl = job.ctl
+        publish: list[_Pending] = []
+        with self._lane_lock:
+            if ctl.pending is not pending:
+                return
+            ctl.pending = None
+            job.batch.inflight.discard(job)
+            if used:
+                log.info("esp-rfid %s: %s (attempt 1), retrying", ctl.config.key, detail)
+            self._hand_over(job, used=used, wait=wait)
+            self._lane_free(ctl, publish)
+        self._publish_lane(publish)
+
+    def _lane_free(self, ctl: _Controller, publish: list[_Pending]) -> None:
+        if ctl.exclusive:
+            waiters, ctl.lane_waiters = ctl.lane_waiters, []
+            for waiter in waiters:
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+        else:
+            self._start_lane(ctl, publish)
+
+    def _hand_over(self, job: _Job, *, used: int, wait: bool) -> None:
+        loop = job.batch.loop
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self._spawn(self._retry(job, used=used, wait=wait)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retry(self, job: _Job, *, used: int, wait: bool) -> None:
+        if wait and used:
+            await asyncio.sleep(self.retry.delay(used))
+        _USED_ATTEMPTS.set(used)  # this task's own context: read by the exchange `send` runs
+        try:
+            result = await self.send(job.ctl.config.key, job.command)
+        except (ControllerUnavailable, KeyError) as exc:
+            result = CommandResult(job.command.command_id, False, str(exc), used)
+        except Exception as exc:  # never leave the batch waiting
+            log.exception("esp-rfid %s: command %s failed", job.ctl.config.key, job.command.command_id)
+            result = CommandResult(job.command.command_id, False, f"{type(exc).__name__}: {exc}", used)
+        self._complete(job.batch, job.index, result)
+
+    def _complete(self, batch: _Batch, index: int, result: CommandResult) -> None:
+        with self._lane_lock:
+            self._complete_locked(batch, index, result)
+
+    @staticmethod
+    def _complete_locked(batch: _Batch, index: int, result: CommandResult) -> None:
+        batch.results[index] = result
+        batch.left -= 1
+        if batch.left == 0 and not batch.loop.is_closed():
+            batch.loop.call_soon_threadsafe(_resolve, batch.future)
+
+    async def _hold_lane(self, ctl: _Controller) -> None:
+        """Take the device for `send`: the lane starts nothing more, and its command in flight ends first."""
+        with self._lane_lock:
+            ctl.exclusive += 1
+            waiter = None
+            if ctl.pending is not None:
+                waiter = asyncio.get_running_loop().create_future()
+                ctl.lane_waiters.append(waiter)
+        if waiter is not None:
+            try:
+                await waiter
+            except BaseException:
+                self._release_lane(ctl)
+                raise
+
+    def _release_lane(self, ctl: _Controller) -> None:
+        publish: list[_Pending] = []
+        with self._lane_lock:
+            ctl.exclusive -= 1
+            if not ctl.exclusive:
+                self._start_lane(ctl, publish)
+        self._publish_lane(publish)
 
     async def read_users(self, controller_key: str, command_id: str = "read-users") -> UserList:
         """Read the cards a device holds; raises ``ControllerUnavailable`` if it does not answer."""
@@ -356,10 +601,8 @@ class EsprfidDriver:
 
     async def _dispatch(self, ctl: _Controller, command: Command) -> CommandResult:
         cid = command.command_id
-        if isinstance(command, Grant):
-            return await self._grant(ctl, command)
-        if isinstance(command, Revoke):
-            return await self._revoke(ctl, command)
+        if isinstance(command, Grant | Revoke):
+            return await self._write(ctl, command)
         if isinstance(command, Unlock):
             if command.door_output != 1:
                 return CommandResult(cid, False, "esp-rfid opendoor releases relay 1 only")
@@ -393,7 +636,12 @@ class EsprfidDriver:
         log.info("esp-rfid %s: %s (command %s)", ctl.config.key, detail, command.command_id)
         return CommandResult(command.command_id, True, detail)
 
-    async def _grant(self, ctl: _Controller, grant: Grant) -> CommandResult:
+    def _plan(self, ctl: _Controller, command: Grant | Revoke) -> _Plan | CommandResult:
+        """What to write for a grant or revoke given the driver's shadow, or the result if there is
+        nothing to send."""
+        if isinstance(command, Revoke):
+            return self._plan_revoke(ctl, command)
+        grant = command
         try:
             codec.acctype_key(grant.door_output)
         except ValueError as exc:
@@ -419,11 +667,9 @@ class EsprfidDriver:
             validuntil=until,
             pincode=grant.pin,
         )
-        attempts = await self._exchange(ctl, [codec.adduser(ctl.config.doorip, record)], "adduser")
-        ctl.held[record.uid] = record
-        return CommandResult(grant.command_id, True, "adduser acknowledged", attempts)
+        return _Plan(codec.adduser(ctl.config.doorip, record), "adduser", uid, record, "adduser acknowledged")
 
-    async def _revoke(self, ctl: _Controller, revoke: Revoke) -> CommandResult:
+    def _plan_revoke(self, ctl: _Controller, revoke: Revoke) -> _Plan | CommandResult:
         uid = self._spell(ctl, revoke.credential_format, revoke.credential_uid)
         if uid is None:
             return self._unreadable(ctl, revoke)
@@ -433,12 +679,25 @@ class EsprfidDriver:
             record = codec.UserRecord(
                 current.uid, current.user, remaining, current.validsince, current.validuntil, current.pincode
             )
-            attempts = await self._exchange(ctl, [codec.adduser(ctl.config.doorip, record)], "adduser")
-            ctl.held[record.uid] = record
-            return CommandResult(revoke.command_id, True, f"relays {sorted(remaining)} kept", attempts)
-        attempts = await self._exchange(ctl, [codec.deletuid(ctl.config.doorip, uid)], "deletuid")
-        ctl.held.pop(uid, None)
-        return CommandResult(revoke.command_id, True, "deletuid acknowledged", attempts)
+            return _Plan(
+                codec.adduser(ctl.config.doorip, record), "adduser", uid, record, f"relays {sorted(remaining)} kept"
+            )
+        return _Plan(codec.deletuid(ctl.config.doorip, uid), "deletuid", uid, None, "deletuid acknowledged")
+
+    @staticmethod
+    def _applied(ctl: _Controller, plan: _Plan) -> None:
+        if plan.record is None:
+            ctl.held.pop(plan.uid, None)
+        else:
+            ctl.held[plan.uid] = plan.record
+
+    async def _write(self, ctl: _Controller, command: Grant | Revoke) -> CommandResult:
+        plan = self._plan(ctl, command)
+        if isinstance(plan, CommandResult):
+            return plan
+        attempts = await self._exchange(ctl, [plan.payload], plan.expect)
+        self._applied(ctl, plan)
+        return CommandResult(command.command_id, True, plan.detail, attempts)
 
     async def _full_sync(self, ctl: _Controller, sync: FullSync) -> CommandResult:
         records: dict[str, codec.UserRecord] = {}
@@ -515,7 +774,8 @@ class EsprfidDriver:
         topic = f"{ctl.config.topic}/{codec.CMD}"
         encoded = [codec.dumps(p) for p in payloads]
         detail = ""
-        attempt = sent = reboots = 0
+        attempt = sent = _USED_ATTEMPTS.get()
+        reboots = 0
         while attempt < self.retry.max_attempts:
             quick = ctl.quick_left > 0 and self._just_booted(ctl)  # it may not listen yet: ask again soon
             timeout = self.retry.boot_ack_timeout if quick else self.retry.ack_timeout
@@ -525,11 +785,12 @@ class EsprfidDriver:
                 attempt += 1
             sent += 1
             records: list[codec.UserRecord] | None = [] if collect is not None else None
-            pending = _Pending(loop, loop.create_future(), expect, records)
+            future = loop.create_future()
+            pending = _Pending(loop, future, expect, records)
             ctl.pending = pending  # before publishing: a fast reply must find it
             try:
                 if self._publish(topic, encoded):
-                    await asyncio.wait_for(pending.future, timeout)
+                    await asyncio.wait_for(future, timeout)
                     if pending.rebooted:
                         detail = "the device rebooted"
                         reboots += 1
@@ -714,15 +975,20 @@ class EsprfidDriver:
             if inbound.boot:
                 ctl.state.last_boot = now
                 ctl.quick_left = self.retry.boot_quick_tries
-                if pending is not None:  # sent before the boot: lost with the device's old session
+                if pending is not None and pending.job is not None:  # lost with the device's old session
+                    self._lane_failed(pending, "the device rebooted", used=0, wait=False)
+                elif pending is not None:
                     pending.rebooted = True
-                    pending.loop.call_soon_threadsafe(_resolve, pending.future)
+                    pending.wake()
                 self._emit(Booted(key, now))
             else:
                 self._emit(Heartbeat(key, now, inbound.uptime, inbound.ip))
         elif isinstance(inbound, codec.Ack):
             if pending is not None and pending.expect == inbound.command:
-                pending.loop.call_soon_threadsafe(_resolve, pending.future)
+                if pending.job is not None:
+                    self._lane_done(pending)
+                else:
+                    pending.wake()
             else:
                 log.debug("esp-rfid %s: unsolicited %s acknowledgement", key, inbound.command)
         elif isinstance(inbound, codec.UserFile):
@@ -731,7 +997,7 @@ class EsprfidDriver:
         elif isinstance(inbound, codec.Access):
             remote = inbound.username == codec.REMOTE_UNLOCK_USER and not inbound.uid
             if remote and pending is not None and pending.expect == "opendoor":
-                pending.loop.call_soon_threadsafe(_resolve, pending.future)
+                pending.wake()
             for door, state in enumerate(inbound.states, start=1):
                 kind: Any = codec.access_kind(state)
                 self._emit(

@@ -13,6 +13,11 @@ branch_labels = None
 depends_on = None
 
 
+# Nothing to change in the schema: the reminder and follow-up settings are booking-rule fields
+# (stored in the rules JSON of sites, venues and resources), `completed` is an existing status, a
+# follow-up rides on the outbox's `available_at`, and a held place is an `offered` waitlist entry.
+
+
 def upgrade() -> None:
     pass
 

@@ -414,3 +414,59 @@ def test_inbound_path_drops_unknown_controllers_and_retained_sends_without_raisi
             deliver("site/k/send", b"garbage")
     assert driver.dropped == 8
     assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 1  # logged once, counted always
+
+
+@pytest.fixture
+def trio(mqtt_url: str, topic_prefix: str, clock: DeviceClock) -> Iterator[Rig]:
+    devices = [DeviceConfig(f"{topic_prefix}/d{i}", f"198.18.1.{i}", f"esp-d{i}", doors=2) for i in range(3)]
+    r = make_rig(mqtt_url, devices, clock=clock)
+    for i in range(3):  # first commands after the boot take `send`'s quick re-sends: get past them
+        assert r.run(r.driver.send(f"esp-d{i}", ListUsers(f"warm{i}"))).ok
+    yield r
+    r.close()
+
+
+def test_send_batch_queues_per_device_and_returns_results_in_order(trio: Rig, topic_prefix: str):
+    pairs: list = []
+    for i in range(3):
+        pairs += [(f"esp-d{i}", grant(f"c{i}d{k}10ab", cid=f"g{i}{k}")) for k in range(4)]
+    pairs.append(("esp-d0", grant("c0d010ab", door=2, cid="second-relay")))  # same device, other relay
+    pairs.append(("esp-d1", Revoke("r1", 1, "c1d010ab")))  # queued after its grant on the same lane
+    pairs.append(("esp-nowhere", grant("dead10ab", cid="lost")))
+    pairs.append(("esp-d2", ListUsers("list-in-batch")))  # not a lane command: through `send`
+    results = trio.run(trio.driver.send_batch(pairs))
+    assert [r.command_id for r in results] == [c.command_id for _, c in pairs]
+    assert all(r.ok for r in results[:-2]), [r for r in results if not r.ok]
+    assert not results[-2].ok and "esp-nowhere" in results[-2].detail
+    assert results[-1].ok and results[-1].detail.endswith("users")
+    d0, d1, d2 = (trio.device(f"{topic_prefix}/d{i}") for i in range(3))
+    assert sorted(d0.users) == ["c0d010ab", "c0d110ab", "c0d210ab", "c0d310ab"]
+    assert d0.users["c0d010ab"].acctype(1) == 1 and d0.users["c0d010ab"].acctype(2) == 1  # both relays kept
+    assert "c1d010ab" not in d1.users and len(d1.users) == 3
+    assert len(d2.users) == 4
+    # the driver's shadow follows the lanes' acknowledgements
+    assert trio.driver.held_users("esp-d1").uids == set(d1.users)
+
+
+def test_send_batch_retries_a_silent_device_through_send_and_send_waits_for_the_lane(trio: Rig, topic_prefix: str):
+    d0 = trio.device(f"{topic_prefix}/d0")
+    d0.paused = True
+
+    async def scenario():
+        batch = asyncio.ensure_future(
+            trio.driver.send_batch([("esp-d0", grant("a1a1a1a1", cid="slow")), ("esp-d1", grant("b1b1b1b1"))])
+        )
+        await asyncio.sleep(0.7)  # the lane's attempt has timed out; `send` retries it
+        d0.paused = False
+        # a read-back meanwhile waits for the device's command in flight and sees its result
+        listed = await trio.driver.send("esp-d0", ListUsers("l"))
+        return await batch, listed
+
+    (slow, fast), listed = trio.run(scenario())
+    assert fast.ok and fast.attempts == 1
+    assert slow.ok and slow.attempts >= 2, slow
+    assert "a1a1a1a1" in d0.users and listed.ok
+
+    d0.paused = True
+    (failed,) = trio.run(trio.driver.send_batch([("esp-d0", grant("a2a2a2a2", cid="never"))]))
+    assert not failed.ok and failed.attempts == 3 and "after 3 attempts" in failed.detail, failed

@@ -90,6 +90,8 @@ def test_resident_pages_have_no_axe_violations(browser, app, make_user, viewport
         found += check(page, "series-edit", width)
         page.goto(base + edit.replace("/edit", "/cancel"))
         found += check(page, "series-cancel", width)
+        page.goto(base + "/waitlist")
+        found += check(page, "waitlist", width)
         page.goto(base + "/profile")
         found += check(page, "profile", width)
         page.fill("#current_password", "not-my-password")

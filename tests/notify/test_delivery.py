@@ -210,7 +210,8 @@ def test_missing_translation_falls_back_to_english_logged_once(
     monkeypatch.setattr(render, "_missing", set())  # "once" is per process; start this test afresh
     alice = people["alice"]
     with write_session(engine) as s:
-        s.exec(update(User).where(col(User.id) == alice.id).values(locale="de"))
+        chosen = {"locale_chosen": True} if hasattr(User, "locale_chosen") else {}  # her own choice
+        s.exec(update(User).where(col(User.id) == alice.id).values(locale="de", **chosen))
     caplog.set_level(logging.WARNING, logger="notify.render")
     for day in (9, 10):
         start = local(day, 9)

@@ -60,7 +60,21 @@ def test_api_docs_are_served_from_here(client):
         assert asset.status_code == 200 and len(asset.content) > 100, url
     assert "SwaggerUIBundle" in client.get("/static/docs/swagger-ui-bundle.js").text
     assert client.get("/openapi.json").json()["info"]["title"] == "Bookgate"
-    assert client.get("/redoc").status_code == 404  # no page that would need a CDN
+
+
+
+def test_redoc_is_served_from_here(client):
+    page = client.get("/redoc", headers=BROWSER)
+    assert page.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "http://" not in page.text and "https://" not in page.text and "<script>" not in page.text
+    assert "img-src 'self' data:;" in page.headers["Content-Security-Policy"]  # the bundle's one logo URL stays blocked
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert "Redoc" in client.get("/static/docs/redoc.standalone.js").text[:2000]
+    assert 'href="/redoc"' in client.get("/login", headers=BROWSER).text  # linked from every page
 
 
 @pytest.mark.parametrize("name", ["../pyproject.toml", "portal.css.bak", "x.exe"])

@@ -321,3 +321,57 @@ def test_a_commit_during_a_dispatch_run_is_sent_when_the_run_ends(client, engine
     finally:
         release.set()
         clock.shutdown(wait=True)
+
+
+def test_the_next_batch_is_claimed_and_sent_while_the_previous_one_waits(engine, booked):
+    """Pipelined (`pipeline=2`): batch n+1 goes out while batch n waits for its acknowledgements;
+    two rows of one door never have commands in flight together, and nothing is sent twice."""
+    import threading
+    import time
+
+    from core.db import utcnow
+
+    with read_session(engine) as s:
+        doors = {
+            d.key: d
+            for d in s.exec(select(Door).where(Door.key.in_(["lobby-door", "court-gate", "garage-gate"]))).all()
+        }
+    order = ["lobby-door", "court-gate", "lobby-door", "garage-gate"]  # by due time
+    with write_session(engine) as s:
+        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
+        now = utcnow()
+        for i, key in enumerate(order):
+            door = doors[key]
+            s.add(
+                Transition(
+                    controller_id=door.controller_id,
+                    door_id=door.id,
+                    action="open",
+                    due_at=now - timedelta(seconds=10 - i),
+                    source=f"test:{i}",
+                )
+            )
+    lock = threading.Lock()
+    second = threading.Event()
+    calls: list[dict] = []
+
+    def send_many(pairs):  # type: ignore[no-untyped-def]
+        with lock:
+            n = len(calls)
+            call = {"start": time.monotonic(), "commands": [c.command_id for _, c in pairs]}
+            calls.append(call)
+        if n == 0:
+            call["overlapped"] = second.wait(5)  # the next batch arrives while this one is out
+        elif n == 1:
+            second.set()
+        time.sleep(0.05)
+        call["end"] = time.monotonic()
+        return [CommandResult(c.command_id, True, "") for _, c in pairs]
+
+    assert dispatch_once(engine, send_many=send_many, limit=1, now=utcnow(), pipeline=2) == 4
+    assert calls[0]["overlapped"] is True
+    assert len(calls) == 4 and len({c for call in calls for c in call["commands"]}) == 4
+    rows = _rows(engine)
+    assert {t.status for t in rows} == {"done"} and {t.attempts for t in rows} == {1}
+    lobby = [call for call, key in zip(calls, order, strict=True) if key == "lobby-door"]
+    assert lobby[1]["start"] >= lobby[0]["end"]  # the second lobby row waited for the first
