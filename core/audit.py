@@ -385,7 +385,12 @@ def _walk(session: Session, batch: int, key: bytes, checkpoint: Checkpoint | Non
     seen_checkpoint_row = False
     while True:
         rows = session.exec(
-            select(AuditEntry).where(col(AuditEntry.seq) > last_seq).order_by(col(AuditEntry.seq)).limit(batch)
+            select(AuditEntry)
+            .where(col(AuditEntry.seq) > last_seq)
+            .order_by(col(AuditEntry.seq))
+            .limit(batch)
+            # rows the caller's session loaded before the seal would keep their unlinked values
+            .execution_options(populate_existing=True)
         ).all()
         if not rows:
             break

@@ -94,7 +94,7 @@ def second_node(engine, tmp_path) -> Iterator[str]:
         "BOOKGATE_PORT": str(port),
     }
     log = (tmp_path / "node2.log").open("wb")
-    proc = subprocess.Popen([str(BIN), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(BIN), "serve", "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
