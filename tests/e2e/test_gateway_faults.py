@@ -57,7 +57,9 @@ class Gateway:
     def start(self) -> None:
         self.env["BOOKGATE_PORT"] = str(free_port())
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([str(BIN), "serve", "--workers", "1"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", "--workers", "1"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
