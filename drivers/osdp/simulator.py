@@ -57,6 +57,7 @@ class _Wire:
         self.port = os.ttyname(slave)
         self._slave = slave  # kept open so the pty lives until the gateway opens it
         self._lock = threading.Lock()
+        self._fd_lock = threading.Lock()  # no write while the fds are closed: their numbers are reused at once
         self._inboxes: list[bytearray] = []
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._pump, name=f"osdp-wire {self.port}", daemon=True)
@@ -90,22 +91,28 @@ class _Wire:
             return out
 
     def write(self, data: bytes) -> int:
-        if self._closed.is_set():
-            return 0
-        try:
-            return os.write(self.master, data)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EIO, errno.EBADF):
+        with self._fd_lock:
+            if self._closed.is_set():
                 return 0
-            raise
+            try:
+                return os.write(self.master, data)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EIO, errno.EBADF):
+                    return 0
+                raise
 
     def close(self) -> None:
+        # The pump must be gone before the fds close: a read on a closed number that the process has
+        # just handed to another file would take that file's bytes.
         self._closed.set()
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._fd_lock:
+            for fd in (self.master, self._slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 class _PdChannel(Channel):

@@ -95,7 +95,7 @@ def test_a_duplicate_to_a_bad_resource_key_is_422(client, admin_headers):
         assert r.status_code == 422, r.text
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/moderation/decisions"), ("PATCH", "/api/v1/users/me")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/moderation/decisions"), ("DELETE", "/api/v1/users/me")])
 def test_a_known_path_with_the_wrong_method_is_405(client, admin_headers, method, path):
     assert client.request(method, path, json={}, headers=admin_headers).status_code == 405
 
