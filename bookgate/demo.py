@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlmodel import col, select
@@ -25,7 +26,7 @@ from core import auth
 from core.audit import SYSTEM
 from core.db import ident, utcnow, write_session
 from core.errors import AppError
-from core.models import User
+from core.models import Site, User
 from core.security import PasswordHashing, generate_password
 
 DOMAIN = "tilleuls.example.com"
@@ -126,7 +127,10 @@ def expect_visitors(engine: Engine) -> None:
     with write_session(engine) as s:
         rita = s.exec(select(User).where(col(User.email) == f"reception@{DOMAIN}")).one()
         desk = auth.load_principal(s, rita)
-        if vms.list_visits(s, desk, site_key=SITE, day=now.date(), status=None, q=None, limit=1):
+        # "Today" is the site's day, and the first visitor's: he came a quarter of an hour ago.
+        zone = ZoneInfo(s.exec(select(Site.timezone).where(col(Site.key) == SITE)).one())
+        today = (now - timedelta(minutes=15)).astimezone(zone).date()
+        if vms.list_visits(s, desk, site_key=SITE, day=today, status=None, q=None, limit=1):
             return
         for email, name, company, hours, badge in VISITORS:
             host = s.exec(select(User).where(col(User.email) == email)).one()

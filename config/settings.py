@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     delivery: bool = Field(default=True, description="run the outbox delivery worker in this process")
     delivery_every_seconds: float = Field(default=2.0, gt=0, description="safety-net poll of the outbox")
     delivery_threads: int = Field(default=4, ge=1, le=32, description="sending threads of the delivery worker")
+    delivery_gather_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="least time between two rounds of one delivery thread: under a stream of commits each "
+        "round takes what arrived meanwhile as one batch; an idle worker still starts at once",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1, description="a message failing this often is parked")
     delivery_lease_seconds: int = Field(default=120, ge=1, description="a claimed message returns after this")
     reminder_every_seconds: int = Field(default=60, ge=1, description="how often due reminders are looked for")

@@ -70,6 +70,23 @@ class Claimed:
     attempts: int
 
 
+def _available(kinds: list[str], now: datetime) -> tuple[Any, ...]:
+    return (
+        col(OutboxMessage.kind).in_(kinds),
+        col(OutboxMessage.done_at).is_(None),
+        col(OutboxMessage.failed_at).is_(None),
+        col(OutboxMessage.available_at) <= now,
+        or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
+    )
+
+
+def any_available(session: Session, kinds: list[str]) -> bool:
+    """Whether `claim` or `take` would find anything: a read, so an idle worker's look costs no
+    write transaction (on SQLite, no turn at the single writer)."""
+    found = session.exec(select(OutboxMessage.id).where(*_available(kinds, utcnow())).limit(1)).first()
+    return found is not None
+
+
 def claim(
     engine: Engine,
     worker: str,
@@ -83,13 +100,7 @@ def claim(
     with write_session(engine) as s:
         rows = s.exec(
             select(OutboxMessage)
-            .where(
-                col(OutboxMessage.kind).in_(kinds),
-                col(OutboxMessage.done_at).is_(None),
-                col(OutboxMessage.failed_at).is_(None),
-                col(OutboxMessage.available_at) <= now,
-                or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
-            )
+            .where(*_available(kinds, now))
             .order_by(col(OutboxMessage.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -111,13 +122,7 @@ def take(session: Session, kinds: list[str], *, limit: int = 50) -> list[OutboxM
     return list(
         session.exec(
             select(OutboxMessage)
-            .where(
-                col(OutboxMessage.kind).in_(kinds),
-                col(OutboxMessage.done_at).is_(None),
-                col(OutboxMessage.failed_at).is_(None),
-                col(OutboxMessage.available_at) <= now,
-                or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
-            )
+            .where(*_available(kinds, now))
             .order_by(col(OutboxMessage.id))
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, event
 from bms.waitlist import lapse_offers
 from config import Settings
 from core import outbox
-from core.db import open_session, utcnow, write_session
+from core.db import open_session, read_session, utcnow, write_session
 from notify import channels
 from notify.messages import DELIVERY_KINDS, EMAIL, EVENT_KINDS, WEBHOOK, expand
 from notify.models import WebhookEndpoint
@@ -82,7 +82,8 @@ class DeliveryWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self.wake()
+        for w in self._wakes:
+            w.set()
         for t in self._runners:
             t.join(timeout)
         for name, fn in (("rollback", self._on_rollback), ("checkin", self._on_checkin)):
@@ -91,8 +92,10 @@ class DeliveryWorker:
         self._http.close()
 
     def wake(self) -> None:
-        for w in self._wakes:
-            w.set()
+        """A commit wrote messages: one thread is enough for what one commit writes; a thread that
+        finds a full batch wakes the next (see `_loop`)."""
+        if self._wakes:
+            self._wakes[0].set()
 
     # SQLAlchemy's "commit" event comes just before the database commits, so a worker woken by it
     # could look before the rows are visible and go back to sleep. The connection's return to the
@@ -107,8 +110,17 @@ class DeliveryWorker:
 
     def _loop(self, index: int, wake: threading.Event) -> None:
         worker = f"{outbox.new_worker_id()}-{index}"
+        gather = self.settings.delivery_gather_seconds
+        started = -gather
         while not self._stop.is_set():
+            # Rounds at most every `gather` seconds: a commit arriving right after a round waits
+            # for the next one with whatever else arrives meanwhile, instead of costing a round
+            # (two transactions) of its own. An idle worker starts at once.
+            rest = gather - (time.monotonic() - started)
+            if rest > 0 and self._stop.wait(rest):
+                break
             wake.clear()
+            started = time.monotonic()
             busy = 0
             try:
                 if index == 0 and self.reminders:
@@ -116,6 +128,8 @@ class DeliveryWorker:
                 busy = self.run_once(worker)
             except Exception:
                 log.exception("delivery round failed; the next one retries")
+            if busy >= BATCH and len(self._wakes) > 1:  # a backlog: one more thread helps
+                self._wakes[(index + 1) % len(self._wakes)].set()
             if not busy:
                 wake.wait(self.settings.delivery_every_seconds)
 
@@ -143,6 +157,9 @@ class DeliveryWorker:
         """Events are database work only: taken, expanded and settled in one transaction. If that
         fails, the batch is claimed with a lease and each event expanded in its own transaction,
         so one bad event is retried (and parked) alone and never holds the others back."""
+        with read_session(self.engine) as look:
+            if not outbox.any_available(look, EVENT_KINDS):
+                return 0
         try:
             with write_session(self.engine) as s, s.no_autoflush:  # the deliveries go in at once
                 rows = outbox.take(s, EVENT_KINDS, limit=BATCH)
@@ -165,6 +182,9 @@ class DeliveryWorker:
         return len(batch)
 
     def send_deliveries(self, worker: str) -> int:
+        with read_session(self.engine) as look:
+            if not outbox.any_available(look, DELIVERY_KINDS):
+                return 0
         batch = outbox.claim(self.engine, worker, DELIVERY_KINDS, limit=BATCH, lease=self.lease)
         if not batch:
             return 0

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_date
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from access import events
 from access.protocol import DoorEvent
 from core.db import read_session, utcnow, write_session
+from core.models import Site
 from portal.manager import StreamState, board_updates
 
 pytestmark = pytest.mark.usefixtures("example_site")
@@ -255,7 +257,10 @@ def test_stream_updates_carry_new_events_and_state_changes(engine, make_user):
     assert kinds == ["door", "controller"]
     row = json.loads(news[0]["data"])
     assert row["door"] == "Tennis courts gate" and row["who"] == "0BADC0DE"
-    assert " nov. " in row["at"]  # the viewer's language, the site's zone
+    with read_session(engine) as s:
+        zone = ZoneInfo(s.exec(select(Site.timezone)).first())
+    month = format_date(utcnow().astimezone(zone), "MMM", locale="fr")  # e.g. "nov.", "déc."
+    assert f" {month} " in row["at"]  # the viewer's language, the site's zone
     assert int(news[0]["id"]) in state.sent
     assert board_updates(engine, principal, "fr", state) == []
 
