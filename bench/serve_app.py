@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from bookgate.app import create_app
-from bookgate.workers import HEALTHCHECK_SECONDS, SETTINGS_ENV
+from bookgate.workers import SETTINGS_ENV, serve_workers
 from config import Settings
 
 
@@ -30,16 +30,7 @@ def main() -> None:
         return
     settings.effective_secret_key()  # the key file exists before the workers read it
     os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
-    uvicorn.run(
-        "bookgate.workers:worker_app",
-        factory=True,
-        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
-        workers=args.workers,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        backlog=2048,
-    )
+    serve_workers("127.0.0.1", args.port, args.workers, log_level="warning", backlog=2048)
 
 
 if __name__ == "__main__":

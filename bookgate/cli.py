@@ -50,23 +50,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from bookgate import migrate
-    from bookgate.workers import HEALTHCHECK_SECONDS, SETTINGS_ENV
+    from bookgate.workers import SETTINGS_ENV, serve_workers
 
     settings.effective_secret_key()
     engine = _engine(settings)
     migrate.upgrade(engine)
     engine.dispose()
     os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
-    uvicorn.run(
-        "bookgate.workers:worker_app",
-        factory=True,
-        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-        **proxy_options(settings),
-    )
+    serve_workers(host, port, workers, log_level="info", **proxy_options(settings))
     return 0
 
 

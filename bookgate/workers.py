@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Connection, Engine, event
 
@@ -348,3 +349,43 @@ def worker_app() -> FastAPI:
     _die_with_parent()
     settings = Settings.model_validate(json.loads(os.environ[SETTINGS_ENV]))
     return create_app(settings, migrate_on_start=False, leader_lock=settings.ensure_var_dir() / LOCK_FILE)
+
+
+class TcpConfig(uvicorn.Config):
+    """uvicorn's settings, binding a TCP listener that names its protocol (see `serve_workers`);
+    at module level, since the supervisor pickles it for each worker."""
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto != socket.IPPROTO_TCP:
+            sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        return sock
+
+
+def serve_workers(host: str, port: int, workers: int, **options: Any) -> None:
+    """Run `worker_app` in `workers` processes behind one listening socket (uvicorn's supervisor),
+    with TCP_NODELAY on every connection.
+
+    uvicorn binds the shared socket without naming its protocol (proto 0), accepted connections
+    inherit that, and asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP: every
+    keep-alive response after the first then waited for the client's delayed ACK (about 40 ms on
+    Linux; measured: /healthz at one connection 23 requests/s instead of over 1,000). The
+    listening socket is re-wrapped with its protocol named, which the workers inherit."""
+    from uvicorn.supervisors import Multiprocess
+
+    config = TcpConfig(
+        "bookgate.workers:worker_app",
+        factory=True,
+        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+        workers=workers,
+        host=host,
+        port=port,
+        **options,
+    )
+    sock = config.bind_socket()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
