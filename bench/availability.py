@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,7 +151,10 @@ def measure_http(url: str, engine, iterations: int, days_span: int) -> dict[str,
         venue_keys = list(s.exec(select(Venue.key)).scalars())
     [(_uid, token)] = bulk_residents(engine, site_id, 1, "avail")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.serve_app", "--database-url", url, "--port", str(port)])
+    # A var dir of its own: the audit checkpoint file there belongs to this database only.
+    var = Path(tempfile.mkdtemp(prefix="serve-", dir=Path("var/bench")))
+    cmd = [sys.executable, "-m", "bench.serve_app", "--database-url", url, "--port", str(port), "--var-dir", str(var)]
+    proc = subprocess.Popen(cmd)
     base = f"http://127.0.0.1:{port}"
     out: dict[str, list[float]] = {"healthz": [], "compact": [], "full": []}
     rng = random.Random(13)
@@ -173,6 +178,7 @@ def measure_http(url: str, engine, iterations: int, days_span: int) -> dict[str,
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        shutil.rmtree(var, ignore_errors=True)
     return out
 
 
