@@ -7,10 +7,12 @@ IMMEDIATE so a write transaction holds SQLite's single writer lock from its firs
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +29,65 @@ log = logging.getLogger("core.db")
 _WRITE_OPTION = "bookgate_write"
 _GATE_PREHELD = "bookgate_gate_preheld"  # the unit of work took the writer gate before the first statement
 _GATE_HELD = "bookgate_gate_held"
-_ADMISSION: weakref.WeakKeyDictionary[Engine, threading.Semaphore | threading.Lock] = weakref.WeakKeyDictionary()
+_ADMISSION: weakref.WeakKeyDictionary[Engine, threading.Semaphore | WriterGate] = weakref.WeakKeyDictionary()
 # Request units of work in flight at once on PostgreSQL (see `write_admission`); SQLite admits one.
 WRITE_CONCURRENCY = 16
+
+
+class WriterGate:
+    """SQLite's writers, one at a time, handed over at once: a lock among this process's threads,
+    then an exclusive flock on a file beside the database among the processes sharing it
+    (`serve --workers N`, a CLI command beside the server). Without it, writers of different
+    processes meet only at SQLite's busy handler, which sleeps between tries (up to 100 ms each):
+    a waiting writer then lets the lock sit idle, and at 10 clients over two workers the p95 of a
+    booking was 730 ms against 160 ms with one. `acquire` takes the same arguments as a lock's."""
+
+    POLL_S = 0.0002  # how often a process waiting for another's write looks again
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._lock = threading.Lock()
+        self._path = lock_path
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path or "", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        deadline = time.monotonic() + timeout if blocking and timeout >= 0 else None
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        if self._path is None:
+            return True
+        try:
+            fd = self._file()
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                        self._lock.release()
+                        return False
+                    time.sleep(self.POLL_S)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+
+def _writer_lock_path(url: str) -> str | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None  # one process only
+    return os.path.abspath(database) + ".writer"
 
 
 def utcnow() -> datetime:
@@ -122,9 +180,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
                 cur.execute(pragma)
             cur.close()
 
-        # Writers of this process queue on a lock before asking SQLite for its write lock: waiting
-        # here is a clean hand-off, where SQLite's busy handler would sleep and poll.
-        gate = threading.Lock()
+        # Writers queue at the gate (this process's threads, then other processes) before asking
+        # SQLite for its write lock: a clean hand-off, where SQLite's busy handler would sleep.
+        gate = WriterGate(_writer_lock_path(url))
         _ADMISSION[engine] = gate
 
         @event.listens_for(engine, "begin")
@@ -173,7 +231,7 @@ def ident(row: Any) -> int:
     return int(row.id)
 
 
-def write_admission(engine: Engine) -> threading.Semaphore | threading.Lock | None:
+def write_admission(engine: Engine) -> threading.Semaphore | WriterGate | None:
     """What a request's unit of work must hold from before its route runs until it has committed.
 
     SQLite: the process's writer gate (one writer at a time). PostgreSQL: a semaphore of

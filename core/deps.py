@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from config import Settings
 from core.auth import Principal, resolve_token
-from core.db import is_sqlite, open_session, write_admission
+from core.db import WriterGate, is_sqlite, open_session, write_admission
 from core.errors import AppError, Forbidden, Unauthorized
 from core.models import Role
 
@@ -51,7 +51,7 @@ _FINISHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="unit-of-work")
 GATE_TIMEOUT = 30.0
 
 
-def _finish(session: Session, commit: bool, gate: threading.Semaphore | threading.Lock | None) -> None:
+def _finish(session: Session, commit: bool, gate: threading.Semaphore | WriterGate | None) -> None:
     try:
         if commit:
             try:
