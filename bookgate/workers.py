@@ -264,6 +264,7 @@ class NodeServices:
             supervise=host.supervise if host else None,
             reconcile_every_seconds=s.reconcile_every_seconds,
             lease_seconds=s.dispatch_lease_seconds,
+            pipeline=s.dispatch_pipeline,
             listen=listen,
         )
         self.clock = clock  # from here this worker's commits wake its own clock, not the socket

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: int = Field(
         default=60, ge=1, description="a claimed transition returns to the pool if its node has not settled it by then"
     )
+    dispatch_pipeline: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="batches of due transitions in flight at once in a burst: the next is claimed and "
+        "computed while the last waits for its acknowledgements (a quiet site sends one small batch)",
+    )
     reconcile_every_seconds: int = Field(
         default=600, ge=5, description="how often controllers' stored cards are read back and repaired"
     )

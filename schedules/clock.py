@@ -128,6 +128,7 @@ def start_clock(
     reconcile: Callable[[], object] | None = None,
     reconcile_every_seconds: int = 600,
     lease_seconds: int = 60,
+    pipeline: int = 1,
     supervise: Callable[[], object] | None = None,
     listen: bool = True,
 ) -> Clock:
@@ -155,6 +156,7 @@ def start_clock(
                         send_many=send_many,
                         lease=timedelta(seconds=lease_seconds),
                         stopping=lambda: clock.closed,
+                        pipeline=pipeline,
                     )
                     upcoming = next_due(engine)
                 except Exception:
