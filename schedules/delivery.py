@@ -40,6 +40,7 @@ from vms.service import visit_token
 log = logging.getLogger("bookgate.delivery")
 
 BATCH = 50
+SLOW_ROUND_S = 1.0  # a round running longer than this (a slow server) no longer takes the wake-ups
 
 
 class DeliveryWorker:
@@ -61,6 +62,7 @@ class DeliveryWorker:
         self.email = bool(settings.smtp_host)
         self._stop = threading.Event()
         self._wakes: list[threading.Event] = []
+        self._round_began: list[float | None] = []  # per thread: when its current round began (a hint)
         self._runners: list[threading.Thread] = []
         self._next_reminders = 0.0
         self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
@@ -75,6 +77,7 @@ class DeliveryWorker:
         for i in range(self.threads):
             wake = threading.Event()
             self._wakes.append(wake)
+            self._round_began.append(None)
             t = threading.Thread(target=self._loop, args=(i, wake), name=f"delivery-{i}", daemon=True)
             self._runners.append(t)
             t.start()
@@ -92,8 +95,15 @@ class DeliveryWorker:
         self._http.close()
 
     def wake(self) -> None:
-        """A commit wrote messages: one thread is enough for what one commit writes; a thread that
-        finds a full batch wakes the next (see `_loop`)."""
+        """A commit wrote messages: one thread is enough for what one commit writes. The first
+        thread gets every wake-up, so a stream of commits is gathered into its rounds, unless it is
+        stuck in a slow round (a slow mail server): then the next thread that is not. A thread that
+        finds a full batch wakes the next as well (see `_loop`)."""
+        now = time.monotonic()
+        for wake, began in zip(self._wakes, self._round_began, strict=True):
+            if began is None or now - began < SLOW_ROUND_S:
+                wake.set()
+                return
         if self._wakes:
             self._wakes[0].set()
 
@@ -121,6 +131,7 @@ class DeliveryWorker:
                 break
             wake.clear()
             started = time.monotonic()
+            self._round_began[index] = started
             busy = 0
             try:
                 if index == 0 and self.reminders:
@@ -128,6 +139,8 @@ class DeliveryWorker:
                 busy = self.run_once(worker)
             except Exception:
                 log.exception("delivery round failed; the next one retries")
+            finally:
+                self._round_began[index] = None
             if busy >= BATCH and len(self._wakes) > 1:  # a backlog: one more thread helps
                 self._wakes[(index + 1) % len(self._wakes)].set()
             if not busy:

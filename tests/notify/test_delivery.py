@@ -245,6 +245,31 @@ def test_worker_thread_wakes_on_commit(client, engine, people, smtp, mail_settin
         w.stop()
 
 
+def test_a_commit_during_a_slow_round_is_taken_by_another_thread(
+    client, engine, people, admin_headers, smtp, hooks, mail_settings
+):
+    """The first thread takes the wake-ups (so a stream of commits is gathered into its rounds),
+    but not while it is stuck on a slow receiver: a booking then is mailed by another thread."""
+    from schedules.delivery import start_delivery
+
+    _webhook(client, admin_headers, hooks.url)
+    hooks.delay = 8.0  # the first booking's webhook holds its thread that long
+    slow = mail_settings.model_copy(update={"delivery_every_seconds": 30, "webhook_timeout_seconds": 20})
+    w = start_delivery(engine, slow, reminders=False)
+    try:
+        time.sleep(0.2)  # the threads' first (empty) rounds
+        alice, bob = people["alice"], people["bob"]
+        assert book(client, alice, "p-court", local(11, 9), local(11, 10)).status_code == 201
+        wait_until(lambda: smtp.to(alice.email), timeout=5)  # its round now waits on the webhook
+        time.sleep(1.5)  # past SLOW_ROUND_S
+        assert book(client, bob, "p-court", local(11, 11), local(11, 12)).status_code == 201
+        wait_until(lambda: smtp.to(bob.email), timeout=5)
+        assert not hooks.requests  # the first webhook is still on its way: another thread mailed Bob
+    finally:
+        hooks.delay = 0.0
+        w.stop(timeout=25)
+
+
 def test_admin_only_and_bad_input(client, people, admin_headers):
     alice = people["alice"].headers
     assert (
