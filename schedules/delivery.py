@@ -121,12 +121,13 @@ class DeliveryWorker:
     def _loop(self, index: int, wake: threading.Event) -> None:
         worker = f"{outbox.new_worker_id()}-{index}"
         gather = self.settings.delivery_gather_seconds
-        started = -gather
+        last_busy = -gather  # when the last round that found work began
         while not self._stop.is_set():
-            # Rounds at most every `gather` seconds: a commit arriving right after a round waits
-            # for the next one with whatever else arrives meanwhile, instead of costing a round
-            # (two transactions) of its own. An idle worker starts at once.
-            rest = gather - (time.monotonic() - started)
+            # A round comes at least `gather` seconds after the last one that found work: a commit
+            # arriving right after such a round waits for the next with whatever else arrives
+            # meanwhile, instead of costing a round (two transactions) of its own. A worker whose
+            # last round found nothing starts at once.
+            rest = gather - (time.monotonic() - last_busy)
             if rest > 0 and self._stop.wait(rest):
                 break
             wake.clear()
@@ -141,6 +142,8 @@ class DeliveryWorker:
                 log.exception("delivery round failed; the next one retries")
             finally:
                 self._round_began[index] = None
+            if busy:
+                last_busy = started
             if busy >= BATCH and len(self._wakes) > 1:  # a backlog: one more thread helps
                 self._wakes[(index + 1) % len(self._wakes)].set()
             if not busy:
