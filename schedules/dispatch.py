@@ -375,10 +375,11 @@ def dispatch_once(
     back are settled together in one transaction. A row whose door and card are in flight is left
     by the claim until its batch is settled, so nothing overtakes a command on the wire. A batch
     smaller than `limit` with nothing in flight (the usual, quiet case) is sent on this thread.
-    The server passes `Settings.dispatch_pipeline` (2): on a quiet 2-core machine two batches in
+    The server passes `Settings.dispatch_pipeline` (1). On a quiet 2-core machine two batches in
     flight brought 5,000 grants from 31-35 % to 46-51 % of the raw client's rate and the lateness
-    p99 from 1.5-1.8 s to 1.1 s; under other load the overlap's competition for the interpreter
-    lock cost more than it saved, so 1 stays the default here (bench/README.md, access burst)."""
+    p99 from 1.5-1.8 s to 1.1 s, but a gateway killed mid-burst with 2 did not recover as with 1
+    (tests/e2e/test_gateway_faults.py::test_sigkill_in_the_middle_of_a_burst): not the default
+    until that is understood (bench/README.md, access burst)."""
     if send is None and send_many is None:
         raise ValueError("dispatch_once needs send or send_many")
     worker = worker or "d-" + secrets.token_hex(4)
