@@ -83,11 +83,12 @@ class WriterGate:
             self._lock.release()
 
 
-def _writer_lock_path(url: str) -> str | None:
+def _sqlite_file(url: str) -> str | None:
+    """The SQLite database's file, or None for one that lives in memory or behind a URI."""
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
-        return None  # one process only
-    return os.path.abspath(database) + ".writer"
+        return None
+    return os.path.abspath(database)
 
 
 def utcnow() -> datetime:
@@ -137,10 +138,9 @@ def is_sqlite(engine_or_session: Engine | Session) -> bool:
 def _private_sqlite_file(url: str) -> None:
     """Create the SQLite file 0600 before SQLite does (it would follow the umask, often 0644), and
     tighten an existing one with its WAL and shared-memory files: it holds hashes and the audit trail."""
-    database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    path = _sqlite_file(url)
+    if path is None:
         return
-    path = os.path.abspath(database)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -182,7 +182,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
 
         # Writers queue at the gate (this process's threads, then other processes) before asking
         # SQLite for its write lock: a clean hand-off, where SQLite's busy handler would sleep.
-        gate = WriterGate(_writer_lock_path(url))
+        database = _sqlite_file(url)  # a database in memory has one process only: no file lock
+        gate = WriterGate(database + ".writer" if database else None)
         _ADMISSION[engine] = gate
 
         @event.listens_for(engine, "begin")
