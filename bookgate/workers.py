@@ -34,13 +34,13 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 from access.decisions import DecisionIndex
 from access.transitions import NEXT_DUE
 from bookgate.controllers import DriverHost, start_drivers
 from config import Settings
-from core import outbox
+from core import db, outbox
 from schedules.clock import Clock, start_clock
 from schedules.delivery import DeliveryWorker
 
@@ -210,14 +210,14 @@ class NodeServices:
         self._poker = Poker(address)
         # Every listener a leader needs, now: ours first (it reads the outbox flag that the
         # delivery worker's checkin listener then clears), then the delivery worker's own.
-        event.listen(self.engine, "commit", self._on_commit)
-        event.listen(self.engine, "rollback", self._on_rollback)
-        event.listen(self.engine, "checkin", self._on_checkin)
+        db.listen(self.engine, "commit", self._on_commit)
+        db.listen(self.engine, "rollback", self._on_rollback)
+        db.listen(self.engine, "checkin", self._on_checkin)
         if self.settings.delivery:
             self._dormant = DeliveryWorker(self.engine, self.settings)
             # the same bound methods its start() registers: registering them again then is a no-op
-            event.listen(self.engine, "rollback", self._dormant._on_rollback)
-            event.listen(self.engine, "checkin", self._dormant._on_checkin)
+            db.listen(self.engine, "rollback", self._dormant._on_rollback)
+            db.listen(self.engine, "checkin", self._dormant._on_checkin)
         self._listening = True
 
     def start(self) -> None:
@@ -321,8 +321,7 @@ class NodeServices:
         if self._listening:
             mine = (("commit", self._on_commit), ("rollback", self._on_rollback), ("checkin", self._on_checkin))
             for name, fn in mine:
-                if event.contains(self.engine, name, fn):
-                    event.remove(self.engine, name, fn)
+                db.unlisten(self.engine, name, fn)
         if self._poker is not None:
             self._poker.close()
         if self.lock is not None:

@@ -56,10 +56,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Text, bindparam, event, insert, text, update
+from sqlalchemy import Connection, Engine, Text, bindparam, insert, text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from config import get_settings
+from core import db
 from core.db import UTCDateTime, is_sqlite, read_session, utcnow, write_session
 
 log = logging.getLogger("bookgate.audit")
@@ -574,16 +575,15 @@ class CheckpointKeeper:
         conn.info.pop(APPENDED, None)  # what an earlier, committed transaction noted
 
     def start(self) -> None:
-        event.listen(self.engine, "begin", self._on_begin)
-        event.listen(self.engine, "commit", self._on_commit)
-        event.listen(self.engine, "rollback", self._on_rollback)
+        db.listen(self.engine, "begin", self._on_begin)
+        db.listen(self.engine, "commit", self._on_commit)
+        db.listen(self.engine, "rollback", self._on_rollback)
         self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         for name, fn in (("begin", self._on_begin), ("commit", self._on_commit), ("rollback", self._on_rollback)):
-            if event.contains(self.engine, name, fn):
-                event.remove(self.engine, name, fn)
+            db.unlisten(self.engine, name, fn)
         with self._cond:
             self._stopping = True
             self._cond.notify()

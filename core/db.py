@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,59 @@ _WRITE_OPTION = "bookgate_write"
 _GATE_PREHELD = "bookgate_gate_preheld"  # the unit of work took the writer gate before the first statement
 _GATE_HELD = "bookgate_gate_held"
 _ADMISSION: weakref.WeakKeyDictionary[Engine, threading.Semaphore | WriterGate] = weakref.WeakKeyDictionary()
+
+# ---------------------------------------------------------------- transaction hooks
+#
+# SQLAlchemy's event registry may not change while another thread runs the same event: adding a
+# commit listener while a driver thread commits raised "deque mutated during iteration" out of
+# that commit. So each engine gets one listener per event at creation, and the parts that follow
+# commits (the clock, the delivery worker, the audit keeper, a server's workers) register with
+# `listen`/`unlisten` here: a registration swaps a tuple that the one listener reads whole.
+
+HOOK_EVENTS = ("begin", "commit", "rollback", "checkin")
+_HOOKS: weakref.WeakKeyDictionary[Engine, dict[str, tuple[Callable[..., Any], ...]]] = weakref.WeakKeyDictionary()
+_HOOKS_LOCK = threading.Lock()
+
+
+def _install_hooks(engine: Engine) -> dict[str, tuple[Callable[..., Any], ...]]:
+    hooks: dict[str, tuple[Callable[..., Any], ...]] = dict.fromkeys(HOOK_EVENTS, ())
+    for name in HOOK_EVENTS:
+
+        def fire(*args: Any, _name: str = name) -> None:
+            for fn in hooks[_name]:
+                fn(*args)
+
+        event.listen(engine, name, fire)
+    _HOOKS[engine] = hooks
+    return hooks
+
+
+def listen(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
+    """Call `fn` on the engine's `name` event (one of `HOOK_EVENTS`), after those registered
+    before it; registering the same function twice is a no-op. Safe while other threads commit."""
+    if name not in HOOK_EVENTS:
+        raise ValueError(f"no hook for {name!r}")
+    with _HOOKS_LOCK:
+        hooks = _HOOKS.get(engine)
+        if hooks is None:  # an engine not made by make_engine: install before its first use
+            hooks = _install_hooks(engine)
+        if fn not in hooks[name]:
+            hooks[name] = (*hooks[name], fn)
+
+
+def listening(engine: Engine, name: str, fn: Callable[..., Any]) -> bool:
+    hooks = _HOOKS.get(engine)
+    return hooks is not None and fn in hooks.get(name, ())
+
+
+def unlisten(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
+    """Undo `listen` (nothing if `fn` is not registered)."""
+    with _HOOKS_LOCK:
+        hooks = _HOOKS.get(engine)
+        if hooks is not None:
+            hooks[name] = tuple(f for f in hooks.get(name, ()) if f != fn)
+
+
 # Request units of work in flight at once on PostgreSQL (see `write_admission`); SQLite admits one.
 WRITE_CONCURRENCY = 16
 
@@ -219,9 +272,11 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, echo: 
                 log.error("a write transaction ended without commit or rollback; its write slot is released")
                 gate.release()
 
+        _install_hooks(engine)  # after the gate's own listeners: a commit releases the gate first
         return engine
     engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
     _ADMISSION[engine] = threading.BoundedSemaphore(WRITE_CONCURRENCY)
+    _install_hooks(engine)
     return engine
 
 

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 from access.decisions import trim_changes
 from access.levels import LEVELS_EVERY_MINUTES, replan_levels
 from access.transitions import NEXT_DUE
+from core import db
 from core.db import utcnow, write_session
 from schedules import visits as visit_jobs
 from schedules.completion import complete_finished
@@ -104,8 +105,8 @@ class Clock:
         conn.info.pop(NEXT_DUE, None)
 
     def listen(self) -> None:
-        event.listen(self.engine, "commit", self._on_commit)
-        event.listen(self.engine, "rollback", self._on_rollback)
+        db.listen(self.engine, "commit", self._on_commit)
+        db.listen(self.engine, "rollback", self._on_rollback)
 
     def shutdown(self, wait: bool = True) -> None:
         # APScheduler's shutdown holds its job-store lock while it waits for running jobs, and a
@@ -113,8 +114,7 @@ class Clock:
         with self._lock:
             self.closed = True
         for name, fn in (("commit", self._on_commit), ("rollback", self._on_rollback)):
-            if event.contains(self.engine, name, fn):
-                event.remove(self.engine, name, fn)
+            db.unlisten(self.engine, name, fn)
         self.scheduler.shutdown(wait=wait)
 
 

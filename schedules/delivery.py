@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 from bms.waitlist import lapse_offers
 from config import Settings
-from core import outbox
+from core import db, outbox
 from core.db import open_session, read_session, utcnow, write_session
 from notify import channels
 from notify.messages import DELIVERY_KINDS, EMAIL, EVENT_KINDS, WEBHOOK, expand
@@ -72,8 +72,8 @@ class DeliveryWorker:
     def start(self) -> DeliveryWorker:
         if not self.email:
             log.warning("no SMTP server configured (BOOKGATE_SMTP_HOST): no e-mail is sent, webhooks are")
-        event.listen(self.engine, "rollback", self._on_rollback)
-        event.listen(self.engine, "checkin", self._on_checkin)
+        db.listen(self.engine, "rollback", self._on_rollback)
+        db.listen(self.engine, "checkin", self._on_checkin)
         for i in range(self.threads):
             wake = threading.Event()
             self._wakes.append(wake)
@@ -90,8 +90,7 @@ class DeliveryWorker:
         for t in self._runners:
             t.join(timeout)
         for name, fn in (("rollback", self._on_rollback), ("checkin", self._on_checkin)):
-            if event.contains(self.engine, name, fn):
-                event.remove(self.engine, name, fn)
+            db.unlisten(self.engine, name, fn)
         self._http.close()
 
     def wake(self) -> None:

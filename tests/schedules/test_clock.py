@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from access.transitions import NEXT_DUE
+from core import db
 from core.db import make_engine, utcnow, write_session
 from schedules.clock import Clock
 
@@ -45,8 +46,7 @@ def test_a_clock_wakes_for_its_own_engine_only(tmp_path):
         assert clock.woken == [soon]
     finally:
         for name, fn in (("commit", clock._on_commit), ("rollback", clock._on_rollback)):
-            if event.contains(ours, name, fn):
-                event.remove(ours, name, fn)
+            db.unlisten(ours, name, fn)
         ours.dispose()
         theirs.dispose()
 
@@ -57,7 +57,7 @@ def test_a_stopped_clock_stops_listening(tmp_path):
     clock.scheduler.start()
     clock.listen()
     clock.shutdown(wait=True)
-    assert not event.contains(engine, "commit", clock._on_commit)
+    assert not db.listening(engine, "commit", clock._on_commit)
     _commit_noting(engine, utcnow())
     assert clock.woken == []
     engine.dispose()
