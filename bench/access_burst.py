@@ -2,7 +2,7 @@
 beside the raw paho -> Mosquitto round-trip rate to the same simulated devices in the same run.
 
     .venv/bin/python -m bench.access_burst [--backend sqlite|postgresql|both] [--controllers 1000]
-        [--transitions 5000] [--mqtt-url mqtt://127.0.0.1:1883] [--pipeline 1]
+        [--transitions 5000] [--mqtt-url mqtt://127.0.0.1:1883] [--pipeline 2]
 
 Targets (issue): gateway rate >= 50 % of the raw rate, p99 lateness <= 1 s, nothing lost.
 
@@ -14,7 +14,7 @@ at T), round robin over the rooms; the gateway path is `schedules.dispatch.dispa
 driver host's `send_many`, called at T, as the clock's job calls it. Lateness runs from T to the
 wall-clock time the simulated controller received the command.
 
-The raw baseline is a plain paho client publishing the same number of `adduser` commands (QoS 1,
+The raw baseline is a plain paho client publishing the same number of `adduser` commands (QoS 0,
 as the driver publishes) to the same devices, one in flight per device, the next one sent from the
 acknowledgement's callback: what the broker and the simulated devices can do with no gateway.
 It runs 3 timed rounds before the gateway's burst and 3 after it; the ratio uses the median of
@@ -46,6 +46,7 @@ from access.transitions import PRELOAD
 from access.windows import set_windows
 from bench import access_rig as rig
 from bench.common import fresh_database, percentile
+from config import Settings
 from core.db import read_session, write_session
 from drivers.esprfid import codec
 from drivers.esprfid.connection import MqttSettings
@@ -112,7 +113,7 @@ def raw_round_trips(
             state["left"] -= 1
             done = state["left"] == 0
         if k + 1 < len(state["queue"][d]):
-            c.publish(topics[d], state["queue"][d][k + 1], qos=1)
+            c.publish(topics[d], state["queue"][d][k + 1], qos=0)
         if done:
             state["end"] = time.time()
             finished.set()
@@ -130,7 +131,7 @@ def raw_round_trips(
             plan(round_tag, count)
             start, cpu = time.time(), time.process_time()
             for d in range(devices):
-                client.publish(topics[d], state["queue"][d][0], qos=1)
+                client.publish(topics[d], state["queue"][d][0], qos=0)
             if not finished.wait(300):
                 raise RuntimeError(f"raw baseline: {state['left']} acknowledgements missing")
             rounds.append((round_tag, start, state["end"] - start))
@@ -166,7 +167,7 @@ def write_windows(engine, site: rig.Site, holders: list[tuple[int, int, str]], d
                 )
 
 
-def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipeline: int = 1) -> None:
+def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipeline: int = 2) -> None:
     tally = rig.install_tally()
     CPU.clear()
     gc.unfreeze()
@@ -315,7 +316,10 @@ def main() -> None:
     p.add_argument("--controllers", type=int, default=1000)
     p.add_argument("--transitions", type=int, default=5000)
     p.add_argument("--mqtt-url", default=rig.MQTT_URL)
-    p.add_argument("--pipeline", type=int, default=1, help="batches in flight at once (dispatch_once's default: 1)")
+    server = Settings.model_fields["dispatch_pipeline"].default
+    p.add_argument(
+        "--pipeline", type=int, default=server, help=f"batches in flight at once (the server's default: {server})"
+    )
     p.add_argument("--lead", type=float, help="seconds between planning and the due time (default: measured)")
     args = p.parse_args()
     if not rig.mqtt_reachable(args.mqtt_url):

@@ -61,12 +61,11 @@ class Settings(BaseSettings):
         default=60, ge=1, description="a claimed transition returns to the pool if its node has not settled it by then"
     )
     dispatch_pipeline: int = Field(
-        default=1,
+        default=2,
         ge=1,
         le=8,
         description="batches of due transitions in flight at once in a burst: the next is claimed and "
-        "computed while the last waits for its acknowledgements. 1 until a gateway killed mid-burst "
-        "with 2 in flight recovers as it does with 1 (tests/e2e/test_gateway_faults.py)",
+        "computed while the last waits for its acknowledgements (their leases are renewed meanwhile)",
     )
     reconcile_every_seconds: int = Field(
         default=600, ge=5, description="how often controllers' stored cards are read back and repaired"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -201,24 +202,28 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
     cred_ids = {d.credential_id for d in batch if d.credential_id is not None}
     creds: dict[int, _Cred] = {}
     if cred_ids:
-        rows: Sequence[Any] = session.connection().execute(
-            sa_select(
-                *(
-                    col(c)
-                    for c in (
-                        Credential.id,
-                        Credential.user_id,
-                        Credential.kind,
-                        Credential.format,
-                        Credential.value,
-                        Credential.secret,
-                        Credential.revoked_at,
-                        Credential.valid_from,
-                        Credential.valid_until,
+        rows: Sequence[Any] = (
+            session.connection()
+            .execute(
+                sa_select(
+                    *(
+                        col(c)
+                        for c in (
+                            Credential.id,
+                            Credential.user_id,
+                            Credential.kind,
+                            Credential.format,
+                            Credential.value,
+                            Credential.secret,
+                            Credential.revoked_at,
+                            Credential.valid_from,
+                            Credential.valid_until,
+                        )
                     )
-                )
-            ).where(col(Credential.id).in_(cred_ids))
-        ).all()
+                ).where(col(Credential.id).in_(cred_ids))
+            )
+            .all()
+        )
         creds = {r[0]: _Cred(*r[1:]) for r in rows}
     door_ids = {d.door_id for d in batch}
     outputs: dict[int, int] = dict(
@@ -308,6 +313,67 @@ def _send_each(send: Send, pairs: Sequence[tuple[str, Command]]) -> list[Command
     return out
 
 
+class _Leases:
+    """Keeps the claims of the batches in flight: every third of the lease their rows' lease is
+    moved on, so a batch whose acknowledgements take longer than the lease (a long queue to one
+    slow controller, a command on its retry schedule, the next batch claimed while this one is on
+    the wire) is not claimed a second time, here or by another node. A node that dies stops
+    renewing, and its rows come back when their lease runs out."""
+
+    def __init__(self, engine: Engine, worker: str, lease: timedelta) -> None:
+        self.engine, self.worker, self.lease = engine, worker, lease
+        self._held: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, key: int, ids: list[int]) -> None:
+        with self._lock:
+            self._held[key] = ids
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dispatch-leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, key: int) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease.total_seconds() / 3):
+            with self._lock:
+                ids = [i for held in self._held.values() for i in held]
+            if not ids:
+                continue
+            try:
+                renew_leases(self.engine, self.worker, ids, utcnow() + self.lease)
+            except Exception:  # the next round tries again; at worst the lease runs out
+                log.exception("renewing the leases of %d transitions in flight failed", len(ids))
+
+
+def renew_leases(engine: Engine, worker: str, ids: Sequence[int], until: datetime) -> int:
+    """Move on the lease of these rows, where this worker still holds them; returns how many."""
+    renewed = 0
+    with write_session(engine) as s:
+        for start in range(0, len(ids), 500):
+            result = s.exec(
+                update(Transition)
+                .where(
+                    col(Transition.id).in_(ids[start : start + 500]),
+                    col(Transition.claimed_by) == worker,
+                    col(Transition.status) == "pending",
+                )
+                .values(claimed_until=until)
+                .execution_options(synchronize_session=False)
+            )
+            renewed += result.rowcount
+    return renewed
+
+
 @dataclass
 class _Planned:
     """A claimed batch with its commands: one per (controller, door, credential)."""
@@ -375,23 +441,24 @@ def dispatch_once(
     back are settled together in one transaction. A row whose door and card are in flight is left
     by the claim until its batch is settled, so nothing overtakes a command on the wire. A batch
     smaller than `limit` with nothing in flight (the usual, quiet case) is sent on this thread.
-    The server passes `Settings.dispatch_pipeline` (1). On a quiet 2-core machine two batches in
-    flight brought 5,000 grants from 31-35 % to 46-51 % of the raw client's rate and the lateness
-    p99 from 1.5-1.8 s to 1.1 s, but a gateway killed mid-burst with 2 did not recover as with 1
-    (tests/e2e/test_gateway_faults.py::test_sigkill_in_the_middle_of_a_burst): not the default
-    until that is understood (bench/README.md, access burst)."""
+    The server passes `Settings.dispatch_pipeline` (2): on a quiet 2-core machine two batches in
+    flight brought 5,000 grants from 31-35 % to 46-51 % of the raw client's rate (bench/README.md,
+    access burst). The claims of every batch in flight are renewed while it waits (`_Leases`)."""
     if send is None and send_many is None:
         raise ValueError("dispatch_once needs send or send_many")
     worker = worker or "d-" + secrets.token_hex(4)
     settled = 0
     inflight: deque[tuple[Future[list[CommandResult]], _Planned]] = deque()
     pool: ThreadPoolExecutor | None = None
+    leases = _Leases(engine, worker, lease)
 
     def settle(done: list[tuple[Future[list[CommandResult]], _Planned]]) -> int:
         outcomes: list[tuple[Due, bool, str]] = []
         for future, planned in done:
             outcomes += _outcomes(planned, future.result())
         _finish(engine, worker, outcomes, now or utcnow())
+        for _, planned in done:
+            leases.drop(id(planned))
         return sum(1 for _, ok, _ in outcomes if ok)
 
     try:
@@ -402,6 +469,7 @@ def dispatch_once(
                 batch = claim_due(engine, worker, at, limit=limit, lease=lease)
                 if batch:
                     planned = _plan(engine, batch, at)
+                    leases.hold(id(planned), [d.id for d in batch])
             if planned is not None:
                 future: Future[list[CommandResult]] = Future()
                 if (len(batch) < limit and not inflight) or pipeline <= 1:
@@ -426,3 +494,4 @@ def dispatch_once(
                 log.exception("settling the batches in flight failed")
         if pool is not None:
             pool.shutdown(wait=True)
+        leases.close()

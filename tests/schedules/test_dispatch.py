@@ -375,3 +375,58 @@ def test_the_next_batch_is_claimed_and_sent_while_the_previous_one_waits(engine,
     assert {t.status for t in rows} == {"done"} and {t.attempts for t in rows} == {1}
     lobby = [call for call, key in zip(calls, order, strict=True) if key == "lobby-door"]
     assert lobby[1]["start"] >= lobby[0]["end"]  # the second lobby row waited for the first
+
+
+def test_a_batch_on_the_wire_longer_than_its_lease_keeps_its_claim(engine, booked):
+    """A slow controller holds a batch past its lease: the lease is renewed while the batch waits,
+    so neither the next batch of this dispatcher nor another node sends those rows again; once the
+    batch is settled nothing is left renewing."""
+    import threading
+    import time
+
+    from core.db import utcnow
+    from schedules.dispatch import claim_due
+
+    with read_session(engine) as s:
+        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
+    with write_session(engine) as s:
+        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
+        due = utcnow() - timedelta(seconds=1)
+        for i in range(20):
+            s.add(
+                Transition(
+                    controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=due, source=f"t:{i}"
+                )
+            )
+    lease = timedelta(seconds=0.6)
+    other_node: list = []
+
+    def slow(pairs):  # type: ignore[no-untyped-def]
+        time.sleep(lease.total_seconds() * 3)  # three leases long
+        other_node.extend(claim_due(engine, "other-node", utcnow(), lease=lease))
+        return [CommandResult(c.command_id, True, "") for _, c in pairs]
+
+    assert dispatch_once(engine, send_many=slow, lease=lease, limit=10, pipeline=2) == 20
+    assert other_node == []
+    rows = _rows(engine)
+    assert {t.status for t in rows} == {"done"} and {t.attempts for t in rows} == {1}
+    assert {t.claimed_until for t in rows} == {None}
+    assert not [t for t in threading.enumerate() if t.name == "dispatch-leases"]
+
+
+def test_the_claim_of_a_node_that_stopped_renewing_comes_back(engine, booked):
+    from core.db import utcnow
+    from schedules.dispatch import claim_due, renew_leases
+
+    with read_session(engine) as s:
+        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
+    with write_session(engine) as s:
+        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
+        s.add(Transition(controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=utcnow(), source="t"))
+    now = utcnow()
+    dead = claim_due(engine, "dead-node", now, lease=timedelta(seconds=30))
+    assert len(dead) == 1
+    assert renew_leases(engine, "live-node", [dead[0].id], now + timedelta(hours=1)) == 0  # not its row
+    assert claim_due(engine, "live-node", now + timedelta(seconds=10)) == []
+    taken = claim_due(engine, "live-node", now + timedelta(seconds=31))
+    assert [d.id for d in taken] == [dead[0].id] and taken[0].attempts == 2
