@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func, or_, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select, update
 
 from config import Settings
@@ -85,6 +86,28 @@ class Principal:
         return Actor(id=self.user_id, label=label, client_addr=self.client_addr)
 
 
+def _principal(
+    user_id: int,
+    email: str,
+    name: str,
+    locale: str | None,
+    grants: list[tuple[str, int | None, int | None]],
+    **ids: Any,
+) -> Principal:
+    """A principal from a user's columns and their role grants as (role, site_id, venue_id)."""
+    return Principal(
+        user_id=user_id,
+        email=email,
+        name=name,
+        locale=locale,
+        admin=any(role == Role.admin for role, _, _ in grants),
+        managed_venues=frozenset(v for role, _, v in grants if role == Role.venue_manager and v),
+        reception_sites=frozenset(s for role, s, _ in grants if role == Role.reception and s),
+        resident_sites=frozenset(s for role, s, _ in grants if role == Role.resident and s),
+        **ids,
+    )
+
+
 def load_principal(
     session: Session,
     user: User,
@@ -93,16 +116,15 @@ def load_principal(
     api_key_id: int | None = None,
     client_addr: str | None = None,
 ) -> Principal:
-    grants = session.exec(select(RoleGrant).where(col(RoleGrant.user_id) == user.id)).all()
-    return Principal(
-        user_id=ident(user),
-        email=user.email,
-        name=user.name,
-        locale=user.locale if user.locale_chosen else None,
-        admin=any(g.role == Role.admin for g in grants),
-        managed_venues=frozenset(g.venue_id for g in grants if g.role == Role.venue_manager and g.venue_id),
-        reception_sites=frozenset(g.site_id for g in grants if g.role == Role.reception and g.site_id),
-        resident_sites=frozenset(g.site_id for g in grants if g.role == Role.resident and g.site_id),
+    grants = session.exec(
+        select(RoleGrant.role, RoleGrant.site_id, RoleGrant.venue_id).where(col(RoleGrant.user_id) == user.id)
+    ).all()
+    return _principal(
+        ident(user),
+        user.email,
+        user.name,
+        user.locale if user.locale_chosen else None,
+        [tuple(g) for g in grants],  # type: ignore[misc]
         session_id=session_id,
         api_key_id=api_key_id,
         client_addr=client_addr,
@@ -110,26 +132,55 @@ def load_principal(
 
 
 def resolve_token(session: Session, token: str, client_addr: str | None = None) -> Principal:
-    """A bearer token (session or API key) to its principal, or 401."""
+    """A bearer token (session or API key) to its principal, or 401.
+
+    One statement on every authenticated request: the live session or key, its active user and the
+    user's role grants, joined (a row per grant)."""
     digest = token_hash(token)
     now = utcnow()
-    user: User | None = None
-    session_id = api_key_id = None
+    holder: type[AuthSession] | type[ApiKey] | None = None
     if token.startswith("bgs_"):
-        row = session.exec(select(AuthSession).where(col(AuthSession.token_hash) == digest)).first()
-        if row and row.revoked_at is None and row.expires_at > now:
-            user, session_id = session.get(User, row.user_id), row.id
+        holder, found, live = AuthSession, col(AuthSession.token_hash) == digest, col(AuthSession.expires_at) > now
     elif token.startswith("bgk_"):
-        key = session.exec(select(ApiKey).where(col(ApiKey.key_hash) == digest)).first()
-        if key and key.revoked_at is None and (key.expires_at is None or key.expires_at > now):
-            user, api_key_id = session.get(User, key.user_id), key.id
-    if user is None or not user.is_active:
+        holder, found = ApiKey, col(ApiKey.key_hash) == digest
+        live = or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now)
+    rows: list[Any] = []
+    if holder is not None:
+        rows = list(
+            session.connection().execute(
+                sa_select(
+                    col(holder.id),
+                    col(User.id),
+                    col(User.email),
+                    col(User.name),
+                    col(User.locale),
+                    col(User.locale_chosen),
+                    col(RoleGrant.role),
+                    col(RoleGrant.site_id),
+                    col(RoleGrant.venue_id),
+                )
+                .join(User, col(User.id) == col(holder.user_id))
+                .outerjoin(RoleGrant, col(RoleGrant.user_id) == col(User.id))
+                .where(found, col(holder.revoked_at).is_(None), live, col(User.is_active))
+            )
+        )
+    if not rows:
         raise Unauthorized(
             "invalid_token",
             "the token is unknown, expired or revoked",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return load_principal(session, user, session_id=session_id, api_key_id=api_key_id, client_addr=client_addr)
+    held_by, user_id, email, name, locale, chosen = rows[0][:6]
+    return _principal(
+        user_id,
+        email,
+        name,
+        locale if chosen else None,
+        [(r[6], r[7], r[8]) for r in rows if r[6] is not None],
+        session_id=held_by if holder is AuthSession else None,
+        api_key_id=held_by if holder is ApiKey else None,
+        client_addr=client_addr,
+    )
 
 
 # ---------------------------------------------------------------- login
