@@ -14,12 +14,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, Engine, Text, create_engine, event
+from sqlalchemy import ARRAY, ColumnElement, DateTime, Engine, Text, any_, create_engine, event, literal
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
@@ -181,6 +181,17 @@ class JSONText(TypeDecorator):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(value)
+
+
+def among(bind: Engine | Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:values)`, the list as one array
+    parameter. A list of hundreds of ids (a dispatcher's batch) is otherwise rendered as hundreds
+    of parameters that SQLAlchemy expands and psycopg parses again on every call: a third of a
+    burst batch's time on PostgreSQL."""
+    values = list(values)
+    if is_sqlite(bind):
+        return cast(ColumnElement[bool], column.in_(values))
+    return cast(ColumnElement[bool], column == any_(literal(values, type_=ARRAY(column.type))))
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

@@ -33,7 +33,7 @@ from access.protocol import Command, CommandResult, Grant, HoldOpen, Revoke
 from access.service import state_for_doors
 from core import audit, outbox
 from core.audit import SYSTEM
-from core.db import read_session, utcnow, write_session
+from core.db import among, read_session, utcnow, write_session
 from core.models import User
 
 log = logging.getLogger("bookgate.dispatch")
@@ -106,11 +106,11 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         if not rows:
             return []
         wanted = {t.controller_id for t in rows}
-        keys = dict(s.exec(select(Controller.id, Controller.key).where(col(Controller.id).in_(wanted))).all())
+        keys = dict(s.exec(select(Controller.id, Controller.key).where(among(s, col(Controller.id), wanted))).all())
         claimed = [Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1) for t in rows]
         s.exec(
             update(Transition)
-            .where(col(Transition.id).in_([d.id for d in claimed]))
+            .where(among(s, col(Transition.id), [d.id for d in claimed]))
             .values(claimed_by=worker, claimed_until=now + lease, attempts=Transition.attempts + 1)
             .execution_options(synchronize_session=False)
         )
@@ -159,7 +159,7 @@ def _grants(session: Session, door_ids: list[int], since: datetime, creds: dict[
     doors_of: dict[int, list[int]] = defaultdict(list)
     for door_id, resource_id in conn.execute(
         sa_select(col(DoorResource.door_id), col(DoorResource.resource_id)).where(
-            col(DoorResource.door_id).in_(door_ids)
+            among(session, col(DoorResource.door_id), door_ids)
         )
     ).all():
         doors_of[resource_id].append(door_id)
@@ -180,9 +180,12 @@ def _grants(session: Session, door_ids: list[int], since: datetime, creds: dict[
                 )
             )
         ).where(
-            or_(col(AccessWindow.resource_id).in_(list(doors_of)), col(AccessWindow.door_id).in_(door_ids)),
+            or_(
+                among(session, col(AccessWindow.resource_id), doors_of),
+                among(session, col(AccessWindow.door_id), door_ids),
+            ),
             col(AccessWindow.end) > since,
-            col(AccessWindow.user_id).in_(users),
+            among(session, col(AccessWindow.user_id), users),
         )
     ).all()
     wanted = set(door_ids)
@@ -220,18 +223,18 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
                             Credential.valid_until,
                         )
                     )
-                ).where(col(Credential.id).in_(cred_ids))
+                ).where(among(session, col(Credential.id), cred_ids))
             )
             .all()
         )
         creds = {r[0]: _Cred(*r[1:]) for r in rows}
     door_ids = {d.door_id for d in batch}
     outputs: dict[int, int] = dict(
-        session.exec(select(Door.id, Door.output).where(col(Door.id).in_(door_ids))).all()  # type: ignore[arg-type]
+        session.exec(select(Door.id, Door.output).where(among(session, col(Door.id), door_ids))).all()  # type: ignore[arg-type]
     )
     users = {c.user_id for c in creds.values()}
     names: dict[int, str] = (
-        dict(session.exec(select(User.id, User.name).where(col(User.id).in_(users))).all())  # type: ignore[arg-type]
+        dict(session.exec(select(User.id, User.name).where(among(session, col(User.id), users))).all())  # type: ignore[arg-type]
         if users
         else {}
     )
@@ -270,7 +273,7 @@ def _finish(engine: Engine, worker: str, outcomes: list[tuple[Due, bool, str]], 
         if done:
             s.exec(
                 update(Transition)
-                .where(col(Transition.id).in_(done), col(Transition.claimed_by) == worker)
+                .where(among(s, col(Transition.id), done), col(Transition.claimed_by) == worker)
                 .values(status="done", done_at=now, claimed_until=None)
             )
         for due, ok, detail in outcomes:
@@ -363,7 +366,7 @@ def renew_leases(engine: Engine, worker: str, ids: Sequence[int], until: datetim
             result = s.exec(
                 update(Transition)
                 .where(
-                    col(Transition.id).in_(ids[start : start + 500]),
+                    among(s, col(Transition.id), ids[start : start + 500]),
                     col(Transition.claimed_by) == worker,
                     col(Transition.status) == "pending",
                 )
