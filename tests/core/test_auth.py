@@ -190,3 +190,36 @@ def test_password_hashing_follows_the_settings_and_old_hashes_are_upgraded_at_lo
     with read_session(engine) as s:
         after = s.get(User, user.id).password_hash
     assert after != before and "t=2" in after and not hashing_for(stronger).needs_rehash(after)
+
+
+def test_a_token_resolves_in_one_statement_to_what_load_principal_builds(client, make_user, engine, example_site):
+    """`resolve_token` joins the session, the user and the role grants: the principal it builds
+    equals the one built from the user row and a query of its grants, roles or none; a user
+    deactivated behind a live session is refused."""
+    import pytest
+    from sqlalchemy import event
+
+    from core.auth import load_principal, resolve_token
+    from core.errors import Unauthorized
+
+    many, pw_many = make_user(
+        {"role": "resident", "site": "les-tilleuls"},
+        {"role": "reception", "site": "les-tilleuls"},
+        {"role": "venue_manager", "venue": "sports"},
+    )
+    none, pw_none = make_user()
+    for user, password in ((many, pw_many), (none, pw_none)):
+        token = login(client, user.email, password)["Authorization"].split()[1]
+        statements: list[str] = []
+        with read_session(engine) as s:
+            conn = s.connection()
+            event.listen(conn, "before_cursor_execute", lambda *a, seen=statements: seen.append(a[2]))
+            got = resolve_token(s, token, "127.0.0.1")
+            assert len(statements) == 1
+            want = load_principal(s, s.get(User, user.id), session_id=got.session_id, client_addr="127.0.0.1")
+        assert got == want and got.session_id is not None
+    assert got.roles == set() and many.id != none.id
+    with write_session(engine) as s:
+        s.exec(update(User).where(User.id == none.id).values(is_active=False))
+    with read_session(engine) as s, pytest.raises(Unauthorized):
+        resolve_token(s, token)
