@@ -107,8 +107,7 @@ def run(seconds: float, workers: int) -> None:
                 stop_server(proc)
             shutil.rmtree(var, ignore_errors=True)
         print(
-            f"  two nodes / one node: {rate2 / rate1:.2f}x (target >= 1.6x); "
-            f"double bookings: {double_bookings(engine)}"
+            f"  two nodes / one node: {rate2 / rate1:.2f}x (target >= 1.6x); double bookings: {double_bookings(engine)}"
         )
 
 
