@@ -50,6 +50,21 @@ def _rows(engine):
         return list(s.exec(select(Transition).order_by(Transition.due_at, Transition.id)).all())
 
 
+def _gate_rows(engine, n: int, tag: str):  # type: ignore[no-untyped-def]
+    """Replace every transition by `n` `open` rows at the court gate, due a second ago."""
+    from core.db import utcnow
+
+    with read_session(engine) as s:
+        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
+    with write_session(engine) as s:
+        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
+        due = utcnow() - timedelta(seconds=1)
+        s.add_all(
+            Transition(controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=due, source=f"{tag}{i}")
+            for i in range(n)
+        )
+
+
 class Recorder:
     def __init__(self, ok: bool = True) -> None:
         self.sent: list = []
@@ -183,19 +198,7 @@ def _worker(url: str, out: mp.Queue) -> None:
 
 
 def test_two_dispatchers_share_5000_due_transitions(engine, booked):
-    from core.db import utcnow
-
-    with read_session(engine) as s:
-        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
-    with write_session(engine) as s:
-        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
-        due = utcnow() - timedelta(seconds=1)
-        for i in range(5000):
-            s.add(
-                Transition(
-                    controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=due, source=f"bench:{i}"
-                )
-            )
+    _gate_rows(engine, 5000, "bench:")
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     url = engine.url.render_as_string(hide_password=False)
@@ -387,17 +390,7 @@ def test_a_batch_on_the_wire_longer_than_its_lease_keeps_its_claim(engine, booke
     from core.db import utcnow
     from schedules.dispatch import claim_due
 
-    with read_session(engine) as s:
-        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
-    with write_session(engine) as s:
-        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
-        due = utcnow() - timedelta(seconds=1)
-        for i in range(20):
-            s.add(
-                Transition(
-                    controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=due, source=f"t:{i}"
-                )
-            )
+    _gate_rows(engine, 20, "t:")
     lease = timedelta(seconds=0.6)
     other_node: list = []
 
@@ -418,11 +411,7 @@ def test_the_claim_of_a_node_that_stopped_renewing_comes_back(engine, booked):
     from core.db import utcnow
     from schedules.dispatch import claim_due, renew_leases
 
-    with read_session(engine) as s:
-        gate = s.exec(select(Door).where(Door.key == "court-gate")).one()
-    with write_session(engine) as s:
-        s.exec(Transition.__table__.delete())  # type: ignore[attr-defined]
-        s.add(Transition(controller_id=gate.controller_id, door_id=gate.id, action="open", due_at=utcnow(), source="t"))
+    _gate_rows(engine, 1, "t:")
     now = utcnow()
     dead = claim_due(engine, "dead-node", now, lease=timedelta(seconds=30))
     assert len(dead) == 1
