@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Index, Text, insert, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
 from core.db import JSONText, UTCDateTime, ident, utcnow, write_session
@@ -83,8 +84,8 @@ def _available(kinds: list[str], now: datetime) -> tuple[Any, ...]:
 def any_available(session: Session, kinds: list[str]) -> bool:
     """Whether `claim` or `take` would find anything: a read, so an idle worker's look costs no
     write transaction (on SQLite, no turn at the single writer)."""
-    found = session.exec(select(OutboxMessage.id).where(*_available(kinds, utcnow())).limit(1)).first()
-    return found is not None
+    stmt = sa_select(_TABLE.c.id).where(*_available(kinds, utcnow())).limit(1)
+    return session.connection().execute(stmt).first() is not None  # Core: no ORM round for one id
 
 
 def claim(

@@ -143,10 +143,15 @@ class DeliveryWorker:
                 self._round_began[index] = None
             if busy:
                 last_busy = started
-            if busy >= BATCH and len(self._wakes) > 1:  # a backlog: one more thread helps
-                self._wakes[(index + 1) % len(self._wakes)].set()
-            if not busy:
-                wake.wait(self.settings.delivery_every_seconds)
+            if busy >= BATCH:  # a backlog: go on at once, and one more thread helps
+                if len(self._wakes) > 1:
+                    self._wakes[(index + 1) % len(self._wakes)].set()
+                continue
+            # Nothing more is known to be waiting: the next round comes with the next commit's
+            # wake-up (one during this round is kept: the event was cleared before it began; the
+            # deliveries this round's expansion wrote wake it too) or with the safety-net poll.
+            # A round right after a busy one used to look anyway, and found nothing nearly always.
+            wake.wait(self.settings.delivery_every_seconds)
 
     def _periodic(self) -> None:
         """Reminders due, waitlist offers lapsed: on the first thread, every `reminder_every_seconds`."""
