@@ -26,6 +26,7 @@ from access.protocol import compact_hex
 from access.windows import replan_user, set_windows
 from bench.harness import free_port
 from bms.models import Resource
+from config import get_settings
 from core.db import read_session, utcnow, write_session
 from core.models import User
 from drivers.esprfid import MqttSettings
@@ -49,7 +50,8 @@ class Gateway:
             "BOOKGATE_DATABASE_URL": db_url,
             "BOOKGATE_MQTT_URL": mqtt,
             "BOOKGATE_DISPATCH_LEASE_SECONDS": "3",
-            "BOOKGATE_SECRET_KEY": "x" * 40,
+            # the key this test process writes the audit chain with: the gateway checks that chain
+            "BOOKGATE_SECRET_KEY": get_settings().effective_secret_key(),
         }
         self.log = tmp_path / "gateway.log"
         self.proc: subprocess.Popen | None = None
