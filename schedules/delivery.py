@@ -143,7 +143,7 @@ class DeliveryWorker:
                 self._round_began[index] = None
             if busy:
                 last_busy = started
-            if busy >= BATCH:  # a backlog: go on at once, and one more thread helps
+            if busy >= BATCH:  # a backlog: go on after the gather interval, and one more thread helps
                 if len(self._wakes) > 1:
                     self._wakes[(index + 1) % len(self._wakes)].set()
                 continue
