@@ -272,6 +272,12 @@ class NodeServices:
             self.delivery = (self._dormant or DeliveryWorker(self.engine, s)).start()
         if self.lock is not None:
             self._receiver = PokeReceiver(poke_address(s.var_dir), clock, self.delivery)
+            # A commit made while this worker was becoming the leader (after the clock's first
+            # look, before its commits or the socket reached the new clock) woke nobody: look once
+            # more now that every path to the clock is in place, rather than at the safety-net poll.
+            clock.wake(datetime.now(UTC))
+            if self.delivery is not None:
+                self.delivery.wake()
 
     # -- listeners (several workers only), in the committing thread: trivial work only
     def _on_commit(self, conn: Connection) -> None:

@@ -263,8 +263,14 @@ def test_a_granted_entry_reported_by_a_driver_reaches_the_listeners_the_app_lend
     try:
         built["osdp"].report(DoorEvent("garage-ctl", "granted", "04a1b2c3", 1, utcnow()))
         assert wait_until(lambda: heard == [(7, "garage-gate")], 5), heard
-        with read_session(engine) as s:
-            event = s.exec(select(AccessEvent)).one()
+
+        def stored() -> list[AccessEvent]:
+            with read_session(engine) as s:
+                return list(s.exec(select(AccessEvent)).all())
+
+        # the listener runs inside the transaction that stores the event: the row is there once it commits
+        assert wait_until(lambda: len(stored()) == 1, 5)
+        (event,) = stored()
         assert (event.user_id, event.source) == (user.id, "visit:7")
     finally:
         host.stop()

@@ -21,6 +21,7 @@ from sqlmodel import select
 
 from access.models import Controller
 from bench.harness import free_port
+from config import get_settings
 from core.db import utcnow, write_session
 from drivers.esprfid import MqttSettings, codec
 from drivers.esprfid.simulator import DeviceConfig, SimulatedController, SimulatorFleet
@@ -103,7 +104,8 @@ def node(engine, make_user, tmp_path, mqtt_url, topic_prefix) -> Iterator[tuple[
         "BOOKGATE_VAR_DIR": str(var),
         "BOOKGATE_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "BOOKGATE_MQTT_URL": mqtt_url,
-        "BOOKGATE_SECRET_KEY": "w" * 40,
+        # the key this test process writes the audit chain with: the workers check that chain
+        "BOOKGATE_SECRET_KEY": get_settings().effective_secret_key(),
         "BOOKGATE_PORT": str(port),
         "BOOKGATE_DISPATCH_EVERY_SECONDS": "60",  # pushes must come from wake-ups, not the poll
     }
@@ -212,3 +214,65 @@ def test_two_workers_one_leader_pokes_and_takeover(node):
     _book(n, heads, 2, "b3b3b3b3")
     assert wait_until(lambda: "b3b3b3b3" in device.users, 10, 0.05), n.log.read_text()[-3000:]
     assert adds.count("b3b3b3b3") == 1, adds
+
+
+def test_a_commit_made_while_a_worker_becomes_the_leader_is_dispatched_at_once(
+    engine, example_site, make_user, tmp_path, monkeypatch
+):
+    """Taking over, a worker starts its clock (which looks once) before its own commits and the
+    poke socket reach that clock: a booking committed in between must not wait for the poll."""
+    from types import SimpleNamespace
+
+    from access.decisions import note_credential
+    from access.models import Credential
+    from access.protocol import Grant
+    from access.windows import set_windows
+    from bms.models import Resource
+    from bookgate import workers
+    from config import Settings
+    from drivers.ble.settings import BleSettings
+    from drivers.osdp.settings import OsdpSettings
+    from drivers.registry import REGISTRY
+    from tests.drivers.test_registry import FakeDriver, _fake_family
+
+    built: dict[str, FakeDriver] = {}
+    registry = REGISTRY.with_family(_fake_family("osdp", OsdpSettings, built, {})).with_family(
+        _fake_family("ble", BleSettings, built, {})
+    )
+    user, _ = make_user({"role": "resident", "site": "les-tilleuls"})
+    with write_session(engine) as s:
+        cred = Credential(user_id=user.id, kind="badge", format="uid", value="04c0ffee", compact="4c0ffee")
+        s.add(cred)
+        s.flush()
+        note_credential(s, cred.id)
+        parking = s.exec(select(Resource).where(Resource.key == "visitor-parking")).one()
+    real_drivers, real_clock = workers.start_drivers, workers.start_clock
+
+    def drivers(engine, settings, decisions, listeners=None):  # type: ignore[no-untyped-def]
+        return real_drivers(engine, settings, decisions, listeners=listeners, registry=registry)
+
+    def clock_then_a_booking(*args, **kwargs):  # type: ignore[no-untyped-def]
+        clock = real_clock(*args, **kwargs)
+        # the clock's first look is over (its next run is the poll's, a minute away) ...
+        polled = lambda: clock.scheduler.get_job("dispatch").next_run_time > utcnow() + timedelta(seconds=30)  # noqa: E731
+        assert wait_until(polled, 5)
+        # ... and a commit lands before this worker's commits or pokes reach the new clock
+        now = utcnow()
+        with write_session(engine) as s:
+            set_windows(s, "visit", 41, parking.id, [user.id], now, now + timedelta(hours=1), "badge", active=True)
+        return clock
+
+    monkeypatch.setattr(workers, "start_drivers", drivers)
+    monkeypatch.setattr(workers, "start_clock", clock_then_a_booking)
+    settings = Settings(
+        _env_file=None, var_dir=tmp_path / "var", mqtt_url="", delivery=False, dispatch_every_seconds=60
+    )
+    app = SimpleNamespace(state=SimpleNamespace(entry_listeners=None, driver_host=None))
+    services = workers.NodeServices(app, engine, settings, None, tmp_path / "leader.lock")  # type: ignore[arg-type]
+    services.start()
+    try:
+        assert services.leader
+        sent = lambda: [c for d in built.values() for _, c in d.sent]  # noqa: E731
+        assert wait_until(lambda: any(isinstance(c, Grant) for c in sent()), 5), sent()
+    finally:
+        services.stop()
