@@ -19,7 +19,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, ColumnElement, DateTime, Engine, Text, any_, create_engine, event, literal
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    DateTime,
+    Engine,
+    String,
+    Text,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
@@ -184,13 +198,16 @@ class JSONText(TypeDecorator):
 
 
 def among(bind: Engine | Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column IN (values)`; on PostgreSQL `column = ANY(:values)`, the list as one array
-    parameter. A list of hundreds of ids (a dispatcher's batch) is otherwise rendered as hundreds
-    of parameters that SQLAlchemy expands and psycopg parses again on every call: a third of a
-    burst batch's time on PostgreSQL."""
+    """`column IN (values)` with the list as one parameter: on PostgreSQL `column = ANY(:values)`
+    (an array), on SQLite `column IN (SELECT value FROM json_each(:values))` (a JSON array of
+    numbers or strings). A list of hundreds of ids (a dispatcher's batch) is otherwise rendered as
+    hundreds of parameters that SQLAlchemy builds and expands on every call, and psycopg parses
+    again: a third of a burst batch's time on PostgreSQL, a quarter of its CPU on SQLite. The
+    statement stays one cached compilation whatever the list's length."""
     values = list(values)
     if is_sqlite(bind):
-        return cast(ColumnElement[bool], column.in_(values))
+        listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+        return cast(ColumnElement[bool], column.in_(select(listed.c.value)))
     return cast(ColumnElement[bool], column == any_(literal(values, type_=ARRAY(column.type))))
 
 
