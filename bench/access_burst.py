@@ -30,6 +30,8 @@ import math
 import os
 import secrets
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -167,12 +169,31 @@ def write_windows(engine, site: rig.Site, holders: list[tuple[int, int, str]], d
                 )
 
 
-def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipeline: int = 2) -> None:
+def _second_node(db_url: str, url: str, n_ctl: int, pipeline: int, log: Path) -> tuple[subprocess.Popen, float]:
+    """`bench.burst_node` started and its driver host re-synced; returns it and its storm's seconds."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.burst_node", db_url, url, str(n_ctl), str(pipeline)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        text=True,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline().split()
+    if not line or line[0] != "ready":
+        child.kill()
+        raise RuntimeError(f"the second node did not start: see {log}")
+    return child, float(line[1])
+
+
+def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipeline: int = 2, nodes: int = 1) -> None:
     tally = rig.install_tally()
     CPU.clear()
     gc.unfreeze()
     per_device = math.ceil(n_tr / n_ctl)
-    with fresh_database(backend, Path("var/bench")) as (_db, engine):
+    second: subprocess.Popen | None = None
+    second_out: dict = {}
+    with fresh_database(backend, Path("var/bench")) as (db_url, engine):
         prefix = rig.new_prefix()
         t = time.perf_counter()
         site = rig.populate_site(engine, n_ctl, prefix)
@@ -190,6 +211,9 @@ def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipel
             fleet.reset()
 
             host, storm_s, degraded = rig.start_host(engine, url, n_ctl)
+            if nodes == 2:
+                second, second_storm = _second_node(db_url, url, n_ctl, pipeline, Path("var/bench/burst-node.log"))
+                storm_s += second_storm
             try:
                 # Calibrate the lead: T must still be ahead once every window is written.
                 t = time.perf_counter()
@@ -226,14 +250,34 @@ def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipel
                     sends.append((t0, time.perf_counter(), len(pairs)))
                     return out
 
+                if second is not None:
+                    assert second.stdin is not None and second.stdout is not None
+                    second.stdin.write(f"{due.timestamp()}\n")
+                    second.stdin.flush()
                 gc.collect()
                 gc.freeze()  # as the server does after start-up
+                named = {"gateway": [os.getpid()], "fleet": [fleet.proc.pid]}
+                if second is not None:
+                    named["second node"] = [second.pid]
+                shares = rig.CpuShares(named)
                 time.sleep(max(0.0, due.timestamp() - time.time()))
+                shares.start()
                 cpu = time.process_time()
                 with rig.phase_timer() as phases:
                     settled = dispatch.dispatch_once(engine, send_many=send_many, pipeline=pipeline)
-                CPU["gateway"] = [(time.process_time() - cpu) / n_tr]
+                CPU["gateway"] = [(time.process_time() - cpu) / max(1, settled)]
                 done_at = time.time()
+                if second is not None:
+                    assert second.stdout is not None
+                    second_out = json.loads(second.stdout.readline() or "{}")
+                    done_at = max(done_at, second_out["done_at"])
+                    settled += second_out["settled"]
+                shares.stop()  # before the second node ends, with its database connections
+                if second is not None:
+                    assert second.stdin is not None
+                    second.stdin.write("stop\n")
+                    second.stdin.close()
+                    second.wait(timeout=60)
                 gw_s = done_at - due.timestamp()
                 with read_session(engine) as s:
                     by_status = dict(
@@ -246,6 +290,8 @@ def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipel
                 dump = fleet.dump()
             finally:
                 host.stop()
+                if second is not None and second.poll() is None:
+                    second.kill()
             # the raw rate again after the burst: the load of this shared machine moves between runs
             load_after = os.getloadavg()[0]
             fleet.reset()
@@ -288,9 +334,17 @@ def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipel
             f"gateway {CPU['gateway'][0] * 1e6:.0f} us (dispatcher, database, driver) = "
             f"{CPU['gateway'][0] / raw_cpu:.1f}x"
         )
+        if second_out:
+            mine = n_tr - second_out["settled"]
+            print(
+                f"  two nodes: this one settled {mine:,} in {len(sends)} batches, the second "
+                f"{second_out['settled']:,} in {len(second_out['batches'])} batches at "
+                f"{second_out['cpu'] / max(1, second_out['settled']) * 1e6:.0f} us of its CPU per command"
+            )
         print(
             f"  gateway (dispatch_once + driver): all {settled:,} settled {gw_s:.2f} s after due = {gw_rate:,.0f}/s; "
-            f"ratio gateway/raw {gw_rate / raw_rate:.0%} (target >= 50%; {pipeline} batch(es) in flight at once)"
+            f"ratio gateway/raw {gw_rate / raw_rate:.0%} (target >= 50%; {pipeline} batch(es) in flight at once"
+            f"{', two nodes' if nodes == 2 else ''})"
         )
         print(
             f"  lateness due -> controller receipt: p50 {statistics.median(late) * 1000:.0f} ms, "
@@ -306,6 +360,7 @@ def run(backend: str, url: str, n_ctl: int, n_tr: int, lead: float | None, pipel
             f"(batch median {statistics.median(b - a for a, b, _ in sends) * 1000:.0f} ms), "
             f"finish {rig.seconds(phases['_finish']):.2f} s"
         )
+        print(f"  CPU seconds during the burst: {shares.report()}")
         for line in tally.report():
             print(f"  log: {line}")
 
@@ -321,11 +376,14 @@ def main() -> None:
         "--pipeline", type=int, default=server, help=f"batches in flight at once (the server's default: {server})"
     )
     p.add_argument("--lead", type=float, help="seconds between planning and the due time (default: measured)")
+    p.add_argument(
+        "--nodes", type=int, choices=[1, 2], default=1, help="2: a second gateway process dispatches beside this one"
+    )
     args = p.parse_args()
     if not rig.mqtt_reachable(args.mqtt_url):
         raise SystemExit(f"no MQTT broker at {args.mqtt_url}")
     for backend in rig.backends(args.backend):
-        run(backend, args.mqtt_url, args.controllers, args.transitions, args.lead, args.pipeline)
+        run(backend, args.mqtt_url, args.controllers, args.transitions, args.lead, args.pipeline, args.nodes)
 
 
 if __name__ == "__main__":

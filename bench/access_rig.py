@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -352,3 +353,62 @@ def first_receipts(dump: dict[str, dict], cmd: str, since: float) -> dict[tuple[
             if c == cmd and t >= since and (topic, uid) not in out:
                 out[(topic, uid)] = t
     return out
+
+
+# --------------------------------------------------------------------------- where the machine's CPU went
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_named(name: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+class CpuShares:
+    """CPU seconds each named process (or group: the broker, PostgreSQL's backends) used between
+    `start` and `stop`, beside the whole machine's: where a burst's CPU went."""
+
+    def __init__(self, processes: dict[str, list[int]]) -> None:
+        self.processes = {k: list(v) for k, v in processes.items()}
+        self.processes.setdefault("broker", _pids_named("mosquitto"))
+        self.before: dict[str, float] = {}
+        self.after: dict[str, float] = {}
+        self.machine: tuple[float, float] = (0.0, 0.0)
+
+    def start(self) -> None:
+        self.processes.setdefault("PostgreSQL", _pids_named("postgres"))
+        self.before = {k: sum(_process_cpu(p) for p in v) for k, v in self.processes.items()}
+        self.machine = _machine_busy()
+
+    def stop(self) -> None:
+        self.after = {k: sum(_process_cpu(p) for p in v) for k, v in self.processes.items()}
+        busy, total = _machine_busy()
+        self.machine = (busy - self.machine[0], total - self.machine[1])
+
+    def report(self) -> str:
+        shares = ", ".join(f"{k} {self.after[k] - self.before[k]:.2f}" for k in self.processes)
+        busy, total = self.machine
+        return f"{shares}; the machine {busy:.2f} of {total:.2f} CPU-seconds busy ({busy / max(total, 1e-9):.0%})"
