@@ -7,6 +7,7 @@ schedule a retry with backoff. A crashed worker's lease runs out and the message
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Index, Text, insert, or_
+from sqlalchemy import Engine, Index, Text, bindparam, insert, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
@@ -71,21 +72,43 @@ class Claimed:
     attempts: int
 
 
-def _available(kinds: list[str], now: datetime) -> tuple[Any, ...]:
+_NOW = bindparam("now", type_=UTCDateTime())
+
+
+def _available(kinds: tuple[str, ...]) -> tuple[Any, ...]:
     return (
         col(OutboxMessage.kind).in_(kinds),
         col(OutboxMessage.done_at).is_(None),
         col(OutboxMessage.failed_at).is_(None),
-        col(OutboxMessage.available_at) <= now,
-        or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now),
+        col(OutboxMessage.available_at) <= _NOW,
+        or_(col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < _NOW),
+    )
+
+
+# The workers' reads are built once per list of kinds, with the time as a parameter: a delivery
+# worker looks after every commit that wrote a message, and building and keying the statement
+# again cost four times what running it does (SQLite: about 600 us against 150 us a look).
+@functools.lru_cache(maxsize=64)
+def _look(kinds: tuple[str, ...]) -> Any:
+    return sa_select(_TABLE.c.id).where(*_available(kinds)).limit(1)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch(kinds: tuple[str, ...], limit: int) -> Any:
+    return (
+        select(OutboxMessage)
+        .where(*_available(kinds))
+        .order_by(col(OutboxMessage.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
 
 
 def any_available(session: Session, kinds: list[str]) -> bool:
     """Whether `claim` or `take` would find anything: a read, so an idle worker's look costs no
     write transaction (on SQLite, no turn at the single writer)."""
-    stmt = sa_select(_TABLE.c.id).where(*_available(kinds, utcnow())).limit(1)
-    return session.connection().execute(stmt).first() is not None  # Core: no ORM round for one id
+    found = session.connection().execute(_look(tuple(kinds)), {"now": utcnow()}).first()
+    return found is not None  # Core: no ORM round for one id
 
 
 def claim(
@@ -99,13 +122,7 @@ def claim(
     """Lease up to `limit` available messages of the given kinds to this worker."""
     now = utcnow()
     with write_session(engine) as s:
-        rows = s.exec(
-            select(OutboxMessage)
-            .where(*_available(kinds, now))
-            .order_by(col(OutboxMessage.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
+        rows = s.exec(_batch(tuple(kinds), limit), params={"now": now}).all()
         claimed = []
         for row in rows:
             row.locked_by = worker
@@ -119,16 +136,7 @@ def take(session: Session, kinds: list[str], *, limit: int = 50) -> list[OutboxM
     """Lock available messages inside the caller's transaction, for work that is done and settled
     (`settle_taken`) in that same transaction: no lease is needed, since nothing is visible to
     others before the commit and a rollback leaves the rows as they were."""
-    now = utcnow()
-    return list(
-        session.exec(
-            select(OutboxMessage)
-            .where(*_available(kinds, now))
-            .order_by(col(OutboxMessage.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-    )
+    return list(session.exec(_batch(tuple(kinds), limit), params={"now": utcnow()}).all())
 
 
 def settle_taken(session: Session, rows: list[OutboxMessage]) -> None:
