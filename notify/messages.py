@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from access.models import Controller, Door, DoorResource
@@ -130,27 +131,37 @@ def _endpoints(session: Session, site_id: int) -> list[WebhookEndpoint]:
     return found
 
 
+_BOOKING_AND_PLACE = (
+    select(Reservation, Resource, Venue, Site)
+    .join(Resource, col(Resource.id) == col(Reservation.resource_id))
+    .join(Venue, col(Venue.id) == col(Resource.venue_id))
+    .join(Site, col(Site.id) == col(Venue.site_id))
+    .where(col(Reservation.id) == bindparam("rid"))
+)
+
+
 def _load(session: Session, msg: outbox.Claimed) -> Context:
     p = msg.payload
     ctx = Context(msg.id, msg.kind, p)
     rid = p.get("reservation_id")
-    if rid is not None:
-        ctx.reservation = session.get(Reservation, int(rid))
-    if ctx.reservation is not None:
-        ctx.resource = session.get(Resource, ctx.reservation.resource_id)
-    elif p.get("resource"):
-        ctx.resource = _by_key(session, Resource, str(p["resource"]))
-    if ctx.resource is not None:
-        ctx.venue = session.get(Venue, ctx.resource.venue_id)
-    elif p.get("venue"):
-        ctx.venue = _by_key(session, Venue, str(p["venue"]))
-    if ctx.venue is not None:
-        ctx.site = session.get(Site, ctx.venue.site_id)
-    elif p.get("visit_id") is not None:
-        visit = session.get(Visit, int(p["visit_id"]))
-        ctx.site = session.get(Site, visit.site_id) if visit is not None else None
-    elif p.get("site_key") or p.get("site"):
-        ctx.site = _by_key(session, Site, str(p.get("site_key") or p["site"]))
+    if rid is not None:  # most events: the booking and its place in one statement
+        found = session.exec(_BOOKING_AND_PLACE, params={"rid": int(rid)}).first()
+        if found is not None:
+            ctx.reservation, ctx.resource, ctx.venue, ctx.site = found
+    if ctx.reservation is None:
+        if p.get("resource"):
+            ctx.resource = _by_key(session, Resource, str(p["resource"]))
+        if ctx.resource is not None:
+            ctx.venue = session.get(Venue, ctx.resource.venue_id)
+        elif p.get("venue"):
+            ctx.venue = _by_key(session, Venue, str(p["venue"]))
+        if ctx.venue is not None:
+            ctx.site = session.get(Site, ctx.venue.site_id)
+        elif p.get("visit_id") is not None:
+            visit = session.get(Visit, int(p["visit_id"]))
+            ctx.site = session.get(Site, visit.site_id) if visit is not None else None
+        elif p.get("site_key") or p.get("site"):
+            ctx.site = _by_key(session, Site, str(p.get("site_key") or p["site"]))
     r = ctx.reservation
     ctx.values = {
         **{k: v for k, v in p.items() if isinstance(v, str | int | float)},
