@@ -40,6 +40,12 @@ LUA = Path(__file__).with_name("wrk_load.lua")
 _SEEDS = itertools.count(1)
 
 
+def need_wrk() -> None:
+    """Stop with a clear message, before building any database, when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark drives its load with wrk, which is not installed (Debian: apt install wrk)")
+
+
 def _wrk(base: str, seconds: float, mode: str, tokens_file: Path, day0: int, clients: int = CLIENTS) -> dict:
     """Run wrk (a C load generator, so the client is never the bottleneck) and read its JSON line."""
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_TOKENS": str(tokens_file), "BENCH_DAY0": str(day0)}
@@ -194,6 +200,7 @@ def main() -> None:
     p.add_argument("--workers", default=str(os.cpu_count() or 1), help="worker counts to measure, e.g. 1,2")
     args = p.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
+    need_wrk()
     for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
         if backend == "postgresql" and not pg_reachable():
             print("postgresql: not reachable, skipped")

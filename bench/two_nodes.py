@@ -29,6 +29,7 @@ from bench.booking_http import (
     CLIENTS,
     _wrk,
     double_bookings,
+    need_wrk,
     postgres_cpu,
     start_server,
     stop_server,
@@ -116,6 +117,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers per node")
     args = p.parse_args()
+    need_wrk()
     if not pg_reachable():
         print("postgresql: not reachable, skipped (two nodes share a PostgreSQL database)")
         return
