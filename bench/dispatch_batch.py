@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import schedules.dispatch as dispatch
 from access.models import Transition
@@ -49,7 +49,7 @@ def run(backend: str, n_ctl: int, n_tr: int, rounds: int) -> None:
         write_windows(engine, site, holders, due, 250)
         phases: dict[str, list[float]] = {"baseline": [], "claim": [], "commands": [], "finish": []}
         cpu: dict[str, list[float]] = {"baseline": [], "dispatcher": []}
-        for _ in range(rounds + 1):  # the first round warms the caches and is not counted
+        for round_no in range(rounds + 1):  # round 0 warms the caches and is not counted
             _reset(engine)
             # the baseline: read the same rows' columns, one statement per batch of 500
             c0, took = time.process_time(), []
@@ -94,7 +94,7 @@ def run(backend: str, n_ctl: int, n_tr: int, rounds: int) -> None:
                 finishes.append(t3 - t2)
             assert settled == n_tr, (settled, n_tr)
             cpu_per = (time.process_time() - c0) / n_tr
-            if _ == 0:
+            if round_no == 0:
                 continue
             phases["baseline"].append(statistics.median(took))
             phases["claim"].append(statistics.median(claims))
@@ -103,8 +103,8 @@ def run(backend: str, n_ctl: int, n_tr: int, rounds: int) -> None:
             cpu["baseline"].append(base_cpu)
             cpu["dispatcher"].append(cpu_per)
         with read_session(engine) as s:
-            done = s.exec(select(Transition).where(Transition.status == "done")).all()
-        assert len(done) == n_tr
+            done = s.exec(select(func.count()).select_from(Transition).where(Transition.status == "done")).scalar_one()
+        assert done == n_tr, (done, n_tr)
         med = {k: statistics.median(v) * 1000 for k, v in phases.items()}
         total = med["claim"] + med["commands"] + med["finish"]
         print(f"{backend}: {n_tr:,} grants due on {n_ctl:,} controllers, batches of {BATCH}, median of {rounds} rounds")

@@ -275,7 +275,7 @@ class NodeServices:
             # A commit made while this worker was becoming the leader (after the clock's first
             # look, before its commits or the socket reached the new clock) woke nobody: look once
             # more now that every path to the clock is in place, rather than at the safety-net poll.
-            clock.wake(datetime.now(UTC))
+            clock.wake(db.utcnow())
             if self.delivery is not None:
                 self.delivery.wake()
 
