@@ -205,6 +205,8 @@ class DesiredState:
 
 def _merge(items: list[tuple[datetime, datetime, frozenset[str], frozenset[str]]]):
     """Union of overlapping or touching intervals, carrying modes and sources along."""
+    if len(items) == 1:  # the usual case (one booking per door and card): nothing to merge
+        return items
     out: list[list] = []
     for start, end, modes, sources in sorted(items, key=lambda x: (x[0], x[1])):
         if out and start <= out[-1][1]:
@@ -235,18 +237,27 @@ def desired_state(
         creds_of[c.user_id].append(c)
     grant_parts: dict[tuple[int, int], list] = defaultdict(list)
     open_parts: dict[int, list] = defaultdict(list)
+    mode_sets: dict[str, frozenset[str]] = {}  # the sets are shared, never changed (see _merge)
     for w in windows:
         if w.end <= w.start:
             continue
+        source = frozenset((w.source,))
+        if w.mode == "free":
+            for door in w.doors(doors_of):
+                open_parts[door].append((w.start, w.end, frozenset(), source))
+            continue
+        modes = mode_sets.get(w.mode)
+        if modes is None:
+            modes = mode_sets[w.mode] = frozenset((w.mode,))
+        creds = creds_of.get(w.user_id, ())
+        if not creds:
+            continue
         for door in w.doors(doors_of):
-            if w.mode == "free":
-                open_parts[door].append((w.start, w.end, frozenset(), frozenset({w.source})))
-                continue
-            for c in creds_of.get(w.user_id, ()):
+            for c in creds:
                 start = max(w.start, c.valid_from) if c.valid_from else w.start
                 end = min(w.end, c.valid_until) if c.valid_until else w.end
                 if start < end:
-                    grant_parts[(door, c.id)].append((start, end, frozenset({w.mode}), frozenset({w.source})))
+                    grant_parts[(door, c.id)].append((start, end, modes, source))
     grants = [
         DoorGrant(door, cred, a, z, modes, sources)
         for (door, cred), parts in grant_parts.items()

@@ -46,6 +46,8 @@ __all__ = [
 
 def utc(value: datetime, name: str = "datetime") -> datetime:
     """Return ``value`` in UTC; refuse naive datetimes instead of guessing their zone."""
+    if value.__class__ is datetime and value.tzinfo is UTC:  # as the database gives them back
+        return value
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

@@ -141,10 +141,12 @@ class _Cred:
         return unseal(self.secret) if self.secret is not None else self.value  # as `plain_value`
 
 
-def _command(due: Due, cred: _Cred | None, output: int | None, label: str, grants: list[DoorGrant]) -> Command | None:
+def _command(
+    due: Due, cred: _Cred | None, output: int | None, label: str, grants: list[DoorGrant], tag: str
+) -> Command | None:
     if cred is None or output is None or cred.kind != "badge":
         return None
-    command_id = f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}"
+    command_id = f"t{due.id}-{due.attempts}-{tag}"
     if cred.revoked_at is None and grants:
         g = grants[0]  # the earliest window still to come or under way
         value = cred.plain  # decrypted only here, to be sent
@@ -252,18 +254,21 @@ def commands_for(session: Session, batch: Sequence[Due], now: datetime) -> dict[
             if h.start <= now < h.end:
                 held[h.door_id] = max(h.end, held.get(h.door_id, h.end))
     out: dict[int, Command | None] = {}
+    # A command id: the row, its attempt and a random tag drawn once per batch (the row ids keep
+    # the batch's ids apart; the tag keeps them apart from any earlier claim's).
+    tag = secrets.token_hex(3)
     for due in batch:
         output = outputs.get(due.door_id)
         if due.credential_id is None:
             out[due.id] = (
-                HoldOpen(f"t{due.id}-{due.attempts}-{secrets.token_hex(3)}", output, held.get(due.door_id))
+                HoldOpen(f"t{due.id}-{due.attempts}-{tag}", output, held.get(due.door_id))
                 if output is not None
                 else None
             )
             continue
         cred = creds.get(due.credential_id)
         label = names.get(cred.user_id, str(cred.user_id)) if cred else ""
-        out[due.id] = _command(due, cred, output, label, current.get((due.door_id, due.credential_id), []))
+        out[due.id] = _command(due, cred, output, label, current.get((due.door_id, due.credential_id), []), tag)
     return out
 
 

@@ -182,6 +182,9 @@ def test_failures_retry_with_backoff_and_give_up(engine, booked):
         dispatch_once(engine, down, now=at + timedelta(minutes=10 * (i + 1)))
     grant = next(t for t in _rows(engine) if t.action == "grant")
     assert grant.status == "failed" and grant.attempts == 6
+    ids = [c.command_id for _, c in down.sent]  # every attempt is a command of its own
+    assert len(ids) >= 6 and len(set(ids)) == len(ids)
+    assert all(c.command_id.startswith(f"t{grant.id}-") for _, c in down.sent if isinstance(c, Grant))
     with read_session(engine) as s:
         assert s.exec(select(Controller).where(Controller.key == "courts-ctl")).one().state == "degraded"
         alert = s.exec(select(AuditEntry).where(AuditEntry.action == "controller.degraded")).one()
