@@ -73,7 +73,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
                         col(c)
                         for c in (
                             Transition.id,
-                            Transition.controller_id,
+                            Controller.key,
                             Transition.door_id,
                             Transition.credential_id,
                             Transition.action,
@@ -81,10 +81,11 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
                         )
                     )
                 )
+                .join(Controller, col(Controller.id) == col(Transition.controller_id))
                 .where(*_claimable(now))
                 .order_by(col(Transition.due_at), col(Transition.id))
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, of=Transition)  # the rows claimed, not their controllers
             )
             .all()
         )
@@ -105,9 +106,7 @@ def claim_due(engine: Engine, worker: str, now: datetime, *, limit: int = 500, l
         rows = [t for t in rows if (t.door_id, t.credential_id) not in busy]
         if not rows:
             return []
-        wanted = {t.controller_id for t in rows}
-        keys = dict(s.exec(select(Controller.id, Controller.key).where(among(s, col(Controller.id), wanted))).all())
-        claimed = [Due(t.id, keys[t.controller_id], t.door_id, t.credential_id, t.action, t.attempts + 1) for t in rows]
+        claimed = [Due(t.id, t.key, t.door_id, t.credential_id, t.action, t.attempts + 1) for t in rows]
         s.exec(
             update(Transition)
             .where(among(s, col(Transition.id), [d.id for d in claimed]))
