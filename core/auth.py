@@ -9,14 +9,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Engine, func, or_, text
+from sqlalchemy import Engine, String, bindparam, func, or_, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select, update
 
 from config import Settings
 from core import audit
 from core.audit import Actor
-from core.db import ident, is_sqlite, read_session, utcnow, write_session
+from core.db import UTCDateTime, ident, is_sqlite, read_session, utcnow, write_session
 from core.errors import AppError, Conflict, Invalid, NotFound, Unauthorized
 from core.models import (
     ApiKey,
@@ -131,39 +131,50 @@ def load_principal(
     )
 
 
+def _token_query(holder: type[AuthSession] | type[ApiKey]) -> Any:
+    """The live session or key with this digest, its active user and the user's role grants
+    (a row per grant); built once, with the digest and the time bound per call."""
+    digest, now = bindparam("digest", type_=String()), bindparam("now", type_=UTCDateTime())
+    if holder is AuthSession:
+        found, live = col(AuthSession.token_hash) == digest, col(AuthSession.expires_at) > now
+    else:
+        found = col(ApiKey.key_hash) == digest
+        live = or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now)
+    return (
+        sa_select(
+            col(holder.id),
+            col(User.id),
+            col(User.email),
+            col(User.name),
+            col(User.locale),
+            col(User.locale_chosen),
+            col(RoleGrant.role),
+            col(RoleGrant.site_id),
+            col(RoleGrant.venue_id),
+        )
+        .join(User, col(User.id) == col(holder.user_id))
+        .outerjoin(RoleGrant, col(RoleGrant.user_id) == col(User.id))
+        .where(found, col(holder.revoked_at).is_(None), live, col(User.is_active))
+    )
+
+
+_TOKEN_QUERIES: dict[str, tuple[type[AuthSession] | type[ApiKey], Any]] = {
+    "bgs_": (AuthSession, _token_query(AuthSession)),
+    "bgk_": (ApiKey, _token_query(ApiKey)),
+}
+
+
 def resolve_token(session: Session, token: str, client_addr: str | None = None) -> Principal:
     """A bearer token (session or API key) to its principal, or 401.
 
-    One statement on every authenticated request: the live session or key, its active user and the
-    user's role grants, joined (a row per grant)."""
-    digest = token_hash(token)
-    now = utcnow()
+    One statement on every authenticated request, built once (`_token_query`): the live session
+    or key, its active user and the user's role grants, joined (a row per grant)."""
     holder: type[AuthSession] | type[ApiKey] | None = None
-    if token.startswith("bgs_"):
-        holder, found, live = AuthSession, col(AuthSession.token_hash) == digest, col(AuthSession.expires_at) > now
-    elif token.startswith("bgk_"):
-        holder, found = ApiKey, col(ApiKey.key_hash) == digest
-        live = or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now)
     rows: list[Any] = []
-    if holder is not None:
-        rows = list(
-            session.connection().execute(
-                sa_select(
-                    col(holder.id),
-                    col(User.id),
-                    col(User.email),
-                    col(User.name),
-                    col(User.locale),
-                    col(User.locale_chosen),
-                    col(RoleGrant.role),
-                    col(RoleGrant.site_id),
-                    col(RoleGrant.venue_id),
-                )
-                .join(User, col(User.id) == col(holder.user_id))
-                .outerjoin(RoleGrant, col(RoleGrant.user_id) == col(User.id))
-                .where(found, col(holder.revoked_at).is_(None), live, col(User.is_active))
-            )
-        )
+    known = _TOKEN_QUERIES.get(token[:4])
+    if known is not None:
+        holder, query = known
+        rows = list(session.connection().execute(query, {"digest": token_hash(token), "now": utcnow()}))
     if not rows:
         raise Unauthorized(
             "invalid_token",
