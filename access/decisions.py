@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, func, or_
+from sqlalchemy import Engine, Row, bindparam, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select
 
@@ -74,6 +74,18 @@ _Win = tuple[int | None, int | None, float, float, bool, str]
 
 def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
+
+
+# Built once (the last change seen and the re-read horizon bound per call): four times a second.
+_CHANGES_SINCE = (
+    select(AccessChange.id, AccessChange.kind, AccessChange.ref, AccessChange.at)
+    .where(or_(col(AccessChange.id) > bindparam("last"), col(AccessChange.at) >= bindparam("horizon")))
+    .order_by(col(AccessChange.id))
+)
+_SOURCE_WINDOWS = select(AccessWindow).where(
+    col(AccessWindow.source_type) == bindparam("stype"),
+    col(AccessWindow.source_id).in_(bindparam("ids", expanding=True)),
+)
 
 
 class DecisionIndex:
@@ -222,9 +234,7 @@ class DecisionIndex:
         # Plain column rows: at a steady rate of writes the re-read window holds thousands of entries
         # already applied, and this runs four times a second.
         rows: list[Any] = session.exec(  # type: ignore[assignment]
-            select(AccessChange.id, AccessChange.kind, AccessChange.ref, AccessChange.at)
-            .where(or_(col(AccessChange.id) > self.last_change, col(AccessChange.at) >= horizon))
-            .order_by(col(AccessChange.id))
+            _CHANGES_SINCE, params={"last": self.last_change, "horizon": horizon}
         ).all()
         changes = [c for c in rows if c.id not in self._recent]
         if not changes:
@@ -245,11 +255,7 @@ class DecisionIndex:
             pairs = [s.split(":", 1) for s in sources]
             for stype in {p[0] for p in pairs}:
                 ids = [int(p[1]) for p in pairs if p[0] == stype]
-                for w in session.exec(
-                    select(AccessWindow).where(
-                        col(AccessWindow.source_type) == stype, col(AccessWindow.source_id).in_(ids)
-                    )
-                ).all():
+                for w in session.exec(_SOURCE_WINDOWS, params={"stype": stype, "ids": ids}).all():
                     windows[f"{w.source_type}:{w.source_id}"].append(w)
         creds = session.exec(select(Credential).where(col(Credential.id).in_(cred_ids))).all() if cred_ids else []
         with self._lock:

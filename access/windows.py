@@ -72,14 +72,12 @@ def add_source_windows(session: Session, source_type: str, source_id: int, rows:
         )
         for uid, resource_id, door_id, start, end, mode in wanted
     ]
-    session.execute(
-        insert(_WINDOWS),
-        [{c: getattr(w, c) for c in _WINDOW_COLUMNS} for w in windows],
-    )
+    session.execute(_INSERT_WINDOWS, [{c: getattr(w, c) for c in _WINDOW_COLUMNS} for w in windows])
     note_source(session, f"{source_type}:{source_id}")
     plan_new_source(session, source_type, windows, utcnow())
 
 
+_INSERT_WINDOWS = insert(_WINDOWS)
 _WINDOW_COLUMNS = ("source_type", "source_id", "resource_id", "door_id", "user_id", "start", "end", "mode")
 
 

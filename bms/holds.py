@@ -9,9 +9,12 @@ two accepts racing for one place are settled by the no-double-booking guarantee.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from bms.context import ResourceCtx
@@ -44,20 +47,26 @@ def holds(
     session: Session, ctx: ResourceCtx, start: datetime, end: datetime, *, except_user: int | None = None
 ) -> list[Hold]:
     """Open offers of the resource overlapping [start, end) (buffers included), but `except_user`'s."""
+    buffer = ctx.rules.buffer
+    params = {"rid": ctx.resource.id, "end": end, "after": start - buffer}
+    if except_user is not None:
+        params["except_user"] = except_user
+    found = session.exec(_offers(except_user is not None), params=params).all()
+    return [Hold(ident(e), e.user_id, e.start, e.end, e.start, e.end + buffer, e.places) for e in found]
+
+
+@functools.cache
+def _offers(but_one_user: bool) -> Any:
+    """Open offers of a resource overlapping a span, built once (checked before every booking)."""
     from bms.waitlist import WaitlistEntry  # the waitlist builds on allocation; read its table lazily
 
-    buffer = ctx.rules.buffer
     stmt = select(WaitlistEntry).where(
-        col(WaitlistEntry.resource_id) == ctx.resource.id,
+        col(WaitlistEntry.resource_id) == bindparam("rid"),
         col(WaitlistEntry.status) == OFFERED,
-        col(WaitlistEntry.start) < end,
-        col(WaitlistEntry.end) > start - buffer,
+        col(WaitlistEntry.start) < bindparam("end"),
+        col(WaitlistEntry.end) > bindparam("after"),
     )
-    if except_user is not None:
-        stmt = stmt.where(col(WaitlistEntry.user_id) != except_user)
-    return [
-        Hold(ident(e), e.user_id, e.start, e.end, e.start, e.end + buffer, e.places) for e in session.exec(stmt).all()
-    ]
+    return stmt.where(col(WaitlistEntry.user_id) != bindparam("except_user")) if but_one_user else stmt
 
 
 def free_with_holds(

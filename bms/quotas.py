@@ -57,10 +57,13 @@ def counts_planner_alone(ctx: ResourceCtx) -> bool:
 def lock_planner(session: Session, user_id: int) -> User | None:
     """Load the planner, locked as `check_quotas` locks the people it counts (PostgreSQL), in one
     query: for a resource whose quotas count the planner alone (`counts_planner_alone`)."""
-    stmt = select(User).where(col(User.id) == user_id)
-    if not is_sqlite(session):
-        stmt = stmt.with_for_update(key_share=True)
-    return session.exec(stmt).first()
+    stmt = _PLANNER if is_sqlite(session) else _PLANNER_LOCKED
+    return session.exec(stmt, params={"uid": user_id}).first()
+
+
+# Built once (the planner's id bound per call): the first read of every booking.
+_PLANNER = select(User).where(col(User.id) == bindparam("uid"))
+_PLANNER_LOCKED = _PLANNER.with_for_update(key_share=True)
 
 
 def _lock_people(session: Session, user_ids: set[int]) -> None:

@@ -318,23 +318,13 @@ def seal(engine: Engine, *, key: bytes | None = None, batch: int = 2000) -> int:
     linked = 0
     bad: Any = None
     with write_session(engine) as s:
-        lock = text("SELECT pg_try_advisory_xact_lock(:k)")
-        if not is_sqlite(s) and not s.execute(lock, {"k": _PG_LOCK_KEY}).scalar():
+        if not is_sqlite(s) and not s.execute(_SEALER_LOCK, {"k": _PG_LOCK_KEY}).scalar():
             return 0
-        head = s.execute(
-            select(_TABLE.c.seq, _TABLE.c.hash).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq.desc()).limit(1)
-        ).first()
+        head = s.execute(_SEALED_HEAD).first()
         seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
-        stmt = (
-            update(_TABLE)
-            .where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.seq.is_(None))
-            .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
-        )
         after_id = 0
         while bad is None:
-            rows = s.execute(
-                select(_TABLE).where(_TABLE.c.seq.is_(None), _TABLE.c.id > after_id).order_by(_TABLE.c.id).limit(batch)
-            ).all()
+            rows = s.execute(_unsealed(batch), {"after_id": after_id}).all()
             if not rows:
                 break
             links = []
@@ -347,12 +337,44 @@ def seal(engine: Engine, *, key: bytes | None = None, batch: int = 2000) -> int:
                 links.append({"row_id": row.id, "new_seq": seq, "new_prev": prev, "new_hash": digest})
                 prev = digest
             if links:
-                s.execute(stmt, links)
+                s.execute(_LINK, links)
                 linked += len(links)
             after_id = rows[-1].id
     if bad is not None:
         raise ChainError("rewritten", "row content does not match its hash", bad.id)
     return linked
+
+
+# The sealer's statements, built once: it runs after every burst of commits.
+_SEALER_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
+_SEALED_HEAD = (
+    select(_TABLE.c.seq, _TABLE.c.hash).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq.desc()).limit(1)
+)
+_LINK = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.seq.is_(None))
+    .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+)
+
+
+@lru_cache(maxsize=8)
+def _unsealed(batch: int) -> Any:
+    return (
+        select(_TABLE)
+        .where(_TABLE.c.seq.is_(None), _TABLE.c.id > bindparam("after_id"))
+        .order_by(_TABLE.c.id)
+        .limit(batch)
+    )
+
+
+@lru_cache(maxsize=8)
+def _sealed_after(batch: int) -> Any:
+    return (
+        select(AuditEntry).where(col(AuditEntry.seq) > bindparam("last_seq")).order_by(col(AuditEntry.seq)).limit(batch)
+    )
+
+
+_SEQ_OF = select(AuditEntry.seq).where(col(AuditEntry.id) == bindparam("row_id"))
 
 
 def _seal_quietly(session: Session, key: bytes) -> None:
@@ -498,9 +520,7 @@ def extend(
             raise ChainError("rewritten", "row differs from the one the checkpoint recorded", checkpoint.last_id)
         last_seq = sealed.seq
     while True:
-        new = session.exec(
-            select(AuditEntry).where(col(AuditEntry.seq) > last_seq).order_by(col(AuditEntry.seq)).limit(batch)
-        ).all()
+        new = session.exec(_sealed_after(batch), params={"last_seq": last_seq}).all()
         if not new:
             return Checkpoint(rows, last_id, prev)
         for row in new:
@@ -610,10 +630,7 @@ class CheckpointKeeper:
                 current = read_checkpoint(self.path, self.checkpoint_key)
                 with read_session(self.engine) as session:
                     head = extend(session, current, key=self.chain_key)
-                    if (
-                        target > self._reached
-                        and session.exec(select(AuditEntry.seq).where(col(AuditEntry.id) == target)).first() is not None
-                    ):
+                    if target > self._reached and session.exec(_SEQ_OF, params={"row_id": target}).first() is not None:
                         self._reached = target
                 if current is None or head.rows > current.rows:
                     write_checkpoint(self.path, head, self.checkpoint_key)

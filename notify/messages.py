@@ -122,15 +122,14 @@ def _by_key(session: Session, model: Any, key: str) -> Any:
 def _endpoints(session: Session, site_id: int) -> list[WebhookEndpoint]:
     memo = _memo(session)
     if ("endpoints", site_id) not in memo:
-        memo[("endpoints", site_id)] = list(
-            session.exec(
-                select(WebhookEndpoint).where(col(WebhookEndpoint.site_id) == site_id, col(WebhookEndpoint.active))
-            ).all()
-        )
+        memo[("endpoints", site_id)] = list(session.exec(_SITE_ENDPOINTS, params={"site": site_id}).all())
     found: list[WebhookEndpoint] = memo[("endpoints", site_id)]
     return found
 
 
+_SITE_ENDPOINTS = select(WebhookEndpoint).where(
+    col(WebhookEndpoint.site_id) == bindparam("site"), col(WebhookEndpoint.active)
+)
 _BOOKING_AND_PLACE = (
     select(Reservation, Resource, Venue, Site)
     .join(Resource, col(Resource.id) == col(Reservation.resource_id))
