@@ -334,20 +334,16 @@ def open_session(engine: Engine, *, write: bool = False, gate_held: bool = False
 # The engine of write sessions, with their options, made once per engine: made per session it
 # joined the engine's event listeners anew each time (about 30 us on SQLite, 130 us on PostgreSQL).
 # Kept on the engine itself (a cycle the collector frees with it; a weak-keyed map would keep the
-# engine alive through its value's reference to it).
+# engine alive through its value's reference to it). Two threads racing here make one each; the
+# first kept wins and the other is dropped, which is harmless.
 _WRITERS = "_bookgate_writers"
-_WRITERS_LOCK = threading.Lock()
 
 
 def _writer(engine: Engine, gate_held: bool) -> Engine:
-    made: dict[bool, Engine] | None = getattr(engine, _WRITERS, None)
-    found = made.get(gate_held) if made is not None else None
+    made: dict[bool, Engine] = engine.__dict__.setdefault(_WRITERS, {})
+    found = made.get(gate_held)
     if found is None:
-        with _WRITERS_LOCK:
-            made = engine.__dict__.setdefault(_WRITERS, {})
-            found = made.get(gate_held)
-            if found is None:
-                found = made[gate_held] = engine.execution_options(**{_WRITE_OPTION: True, _GATE_PREHELD: gate_held})
+        found = made.setdefault(gate_held, engine.execution_options(**{_WRITE_OPTION: True, _GATE_PREHELD: gate_held}))
     return found
 
 
