@@ -217,9 +217,7 @@ def list_holders(level_id: int, principal: CurrentUser, session: SessionDep) -> 
 
 
 @router.put("/access-levels/{level_id}/holders/{user_id}", response_model=levels.HolderPublic)
-def assign_level(
-    level_id: int, user_id: int, principal: CurrentUser, session: WriteSessionDep
-) -> levels.HolderPublic:
+def assign_level(level_id: int, user_id: int, principal: CurrentUser, session: WriteSessionDep) -> levels.HolderPublic:
     """Give a person a level: admins, or the site's reception for the site's people (403 otherwise)."""
     h = levels.assign(session, principal, level_id, user_id)
     user = session.get(User, user_id)

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import and_, bindparam, insert, or_
 from sqlmodel import Session, col, delete, select
 
 from access.desired import PRELOADED
 from access.models import AccessWindow, Credential, Door, DoorResource, Transition
-from core.db import ident, utcnow
+from core.db import utcnow
 
 PRELOAD = timedelta(hours=24)
 NEXT_DUE = "bookgate.next_due"  # connection.info key: the earliest due time this transaction wrote
@@ -74,53 +75,90 @@ def _plan_chunk(session: Session, source_type: str, source_ids: list[int], now: 
     return planned
 
 
-def plan_new_source(session: Session, source_type: str, windows: Sequence[AccessWindow], now: datetime) -> int:
+class PlannedWindow(Protocol):
+    """What planning reads of a window: a stored `AccessWindow`, or one being written (`NewWindow`)."""
+
+    @property
+    def source_id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def resource_id(self) -> int | None: ...
+    @property
+    def door_id(self) -> int | None: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def mode(self) -> str: ...
+
+
+class NewWindow(NamedTuple):
+    """A window inserted in this transaction, planned from its values (no ORM object to build)."""
+
+    source_id: int
+    user_id: int
+    resource_id: int | None
+    door_id: int | None
+    start: datetime
+    end: datetime
+    mode: str
+
+
+def plan_new_source(session: Session, source_type: str, windows: Sequence[PlannedWindow], now: datetime) -> int:
     """The transitions of a source written just now, whose windows are given (not read back): it
     has no earlier transition to replace or take back."""
     return _insert_planned(session, source_type, windows, now)
 
 
-# Built once (parameters bound per call).
+# Built once (parameters bound per call). Planning needs a door's id and controller only: plain
+# columns, no ORM object per door.
 _TRANSITIONS = Transition.__table__  # type: ignore[attr-defined]
+_INSERT_TRANSITIONS = insert(_TRANSITIONS)  # every column given: no ORM pass needed
 _LINKED_DOORS = (
-    select(DoorResource.resource_id, Door)
+    select(DoorResource.resource_id, Door.id, Door.controller_id)
     .join(Door, col(Door.id) == DoorResource.door_id)
     .where(col(DoorResource.resource_id).in_(bindparam("resources", expanding=True)), Door.active)
+)
+_DIRECT_DOORS = select(Door.id, Door.controller_id).where(
+    col(Door.id).in_(bindparam("doors", expanding=True)), Door.active
 )
 _LIVE_CREDENTIALS = select(Credential.id, Credential.user_id).where(
     col(Credential.user_id).in_(bindparam("users", expanding=True)), col(Credential.revoked_at).is_(None)
 )
 
 
-def _insert_planned(session: Session, source_type: str, windows: Sequence[AccessWindow], now: datetime) -> int:
+def _insert_planned(session: Session, source_type: str, windows: Sequence[PlannedWindow], now: datetime) -> int:
     """Insert the transitions `windows` need (their doors and the holders' live credentials)."""
     resource_ids = {w.resource_id for w in windows if w.resource_id is not None}
     doors_of: dict[int, list[int]] = defaultdict(list)
-    doors_by_id: dict[int, Door] = {}
+    controller_of: dict[int, int] = {}  # active door -> its controller
     if resource_ids:  # the resources' active doors, with their links, in one query
-        for resource_id, linked in session.exec(_LINKED_DOORS, params={"resources": list(resource_ids)}).all():
-            doors_of[resource_id].append(ident(linked))
-            doors_by_id[ident(linked)] = linked
-    direct = {w.door_id for w in windows if w.door_id is not None} - doors_by_id.keys()
+        for resource_id, door_id, controller_id in session.execute(
+            _LINKED_DOORS, {"resources": list(resource_ids)}
+        ).all():
+            doors_of[resource_id].append(door_id)
+            controller_of[door_id] = controller_id
+    direct = {w.door_id for w in windows if w.door_id is not None} - controller_of.keys()
     if direct:
-        found = session.exec(select(Door).where(col(Door.id).in_(direct), Door.active)).all()
-        doors_by_id |= {ident(d): d for d in found}
+        controller_of |= dict(session.execute(_DIRECT_DOORS, {"doors": list(direct)}).tuples().all())
     creds_of: dict[int, list[int]] = defaultdict(list)
     users = {w.user_id for w in windows}
     if users:
-        for cid, uid in session.exec(_LIVE_CREDENTIALS, params={"users": list(users)}).all():
+        for cid, uid in session.execute(_LIVE_CREDENTIALS, {"users": list(users)}).all():
             if cid is not None:
                 creds_of[uid].append(cid)
     rows: list[dict] = []
     earliest: datetime | None = None
 
-    def add(door: Door, cred_id: int | None, action: str, due: datetime, source: str) -> None:
+    def add(door_id: int, cred_id: int | None, action: str, due: datetime, source: str) -> None:
         nonlocal earliest
         earliest = due if earliest is None or due < earliest else earliest
         rows.append(
             {
-                "controller_id": door.controller_id,
-                "door_id": ident(door),
+                "controller_id": controller_of[door_id],
+                "door_id": door_id,
                 "credential_id": cred_id,
                 "action": action,
                 "due_at": due,
@@ -136,22 +174,21 @@ def _insert_planned(session: Session, source_type: str, windows: Sequence[Access
         if w.door_id is not None and w.door_id not in targets:
             targets.append(w.door_id)
         for door_id in targets:
-            door = doors_by_id.get(door_id)
-            if door is None:
-                continue
+            if door_id not in controller_of:
+                continue  # gone or inactive
             if w.mode == "free":
-                add(door, None, "open", w.start, source)
-                add(door, None, "close", w.end, source)
+                add(door_id, None, "open", w.start, source)
+                add(door_id, None, "close", w.end, source)
                 continue
             if w.mode not in PRELOADED:
                 continue  # decided online at each presentation: nothing to store on the controller
             for cid in creds_of.get(w.user_id, ()):
-                add(door, cid, "grant", max(now, w.start - PRELOAD), source)
-                add(door, cid, "revoke", w.end, source)
+                add(door_id, cid, "grant", max(now, w.start - PRELOAD), source)
+                add(door_id, cid, "revoke", w.end, source)
     if rows:
         assert earliest is not None
         _note_due(session, earliest)
-        session.execute(insert(_TRANSITIONS), rows)  # every column given: no ORM pass needed
+        session.execute(_INSERT_TRANSITIONS, rows)
     return len(rows)
 
 

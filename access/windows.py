@@ -11,7 +11,7 @@ from sqlmodel import Session, col, delete, select
 
 from access.decisions import note_source
 from access.models import AccessWindow
-from access.transitions import plan_new_source, plan_source, plan_sources
+from access.transitions import NewWindow, plan_new_source, plan_source, plan_sources
 from core.db import utcnow
 
 # One window row: (user_id, resource_id, door_id, start, end, mode); exactly one target is set.
@@ -59,26 +59,13 @@ def add_source_windows(session: Session, source_type: str, source_id: int, rows:
     wanted = sorted(set(rows), key=lambda r: (r[0], r[3], r[2] or 0))
     if not wanted:
         return
-    windows = [
-        AccessWindow(
-            source_type=source_type,
-            source_id=source_id,
-            resource_id=resource_id,
-            door_id=door_id,
-            user_id=uid,
-            start=start,
-            end=end,
-            mode=mode,
-        )
-        for uid, resource_id, door_id, start, end, mode in wanted
-    ]
-    session.execute(_INSERT_WINDOWS, [{c: getattr(w, c) for c in _WINDOW_COLUMNS} for w in windows])
+    windows = [NewWindow(source_id, *row) for row in wanted]
+    session.execute(_INSERT_WINDOWS, [{"source_type": source_type, **w._asdict()} for w in windows])
     note_source(session, f"{source_type}:{source_id}")
     plan_new_source(session, source_type, windows, utcnow())
 
 
 _INSERT_WINDOWS = insert(_WINDOWS)
-_WINDOW_COLUMNS = ("source_type", "source_id", "resource_id", "door_id", "user_id", "start", "end", "mode")
 
 
 def set_source_windows(session: Session, source_type: str, source_id: int, rows: Iterable[Row]) -> bool:

@@ -29,7 +29,7 @@ from core.types import IsoDateTime
 router = APIRouter(prefix="/api/v1", tags=["reservations"])
 
 
-def get_booking_policies(request: Request) -> BookingPolicies:
+async def get_booking_policies(request: Request) -> BookingPolicies:
     """The policies the app factory put on `app.state.booking_policies`; none on an app without."""
     return getattr(request.app.state, "booking_policies", NO_POLICIES)
 
