@@ -23,7 +23,7 @@ from bms.resources import ResourcePublic
 from bms.service import ReservationCreate
 from config.site import Rules
 from core.db import read_session
-from core.deps import CurrentUser, SessionDep, WriteSessionDep, get_engine
+from core.deps import CurrentUser, EngineDep, SessionDep, WriteSessionDep, get_engine, run_unit
 from core.types import IsoDateTime
 
 router = APIRouter(prefix="/api/v1", tags=["reservations"])
@@ -92,15 +92,17 @@ def venue_availability(
 
 
 @router.post("/reservations", response_model=ReservationPublic, status_code=status.HTTP_201_CREATED)
-def create_reservation(
+async def create_reservation(
     data: ReservationCreate,
     principal: CurrentUser,
-    session: WriteSessionDep,
+    engine: EngineDep,
     policies: PoliciesDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Book. Times need a UTC offset. A retry with the same Idempotency-Key returns the first answer."""
-    out = service.create_once(session, principal, data, idempotency_key, policies=policies)
+    out = await run_unit(
+        engine, lambda session: service.create_once(session, principal, data, idempotency_key, policies=policies)
+    )
     if isinstance(out, service.Replay):
         return JSONResponse(out.body, status_code=out.status_code, headers={"Idempotent-Replayed": "true"})
     return out

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -74,6 +74,20 @@ def _finish(session: Session, commit: bool, gate: threading.Semaphore | WriterGa
             gate.release()
 
 
+def _admitted_session(engine: Engine, gate: threading.Semaphore | WriterGate | None) -> Session:
+    """The write session of a unit of work whose admission `gate` is held (released if opening fails)."""
+    try:
+        return open_session(engine, write=True, gate_held=gate is not None and is_sqlite(engine))
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+
+
+def _busy() -> AppError:
+    return AppError("busy", "the database is busy with other writes; try again", status=503)
+
+
 async def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
     """The request's unit of work: committed when the route returns, rolled back when it raises
     (unless the refusal says ``keep``). Its scope is the route call, so the commit happens before
@@ -81,13 +95,8 @@ async def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> A
     loop = asyncio.get_running_loop()
     gate = write_admission(engine)
     if gate is not None and not await loop.run_in_executor(_GATE_WAITERS, gate.acquire, True, GATE_TIMEOUT):
-        raise AppError("busy", "the database is busy with other writes; try again", status=503)
-    try:
-        session = open_session(engine, write=True, gate_held=gate is not None and is_sqlite(engine))
-    except BaseException:
-        if gate is not None:
-            gate.release()
-        raise
+        raise _busy()
+    session = _admitted_session(engine, gate)
     commit = True
     try:
         yield session
@@ -97,6 +106,37 @@ async def get_write_session(engine: Annotated[Engine, Depends(get_engine)]) -> A
     finally:
         # shielded: a cancelled request still ends its transaction and hands the admission on
         await asyncio.shield(loop.run_in_executor(_FINISHER, _finish, session, commit, gate))
+
+
+T = TypeVar("T")
+
+
+def _whole_unit(engine: Engine, work: Callable[[Session], T]) -> T:
+    gate = write_admission(engine)
+    if gate is not None and not gate.acquire(True, GATE_TIMEOUT):
+        raise _busy()
+    session = _admitted_session(engine, gate)
+    commit = True
+    try:
+        return work(session)
+    except BaseException as exc:
+        commit = getattr(exc, "keep", False) is True
+        raise
+    finally:
+        _finish(session, commit, gate)
+
+
+async def run_unit(engine: Engine, work: Callable[[Session], T]) -> T:
+    """`work` as the request's unit of work, the same as a route with `WriteSessionDep` (committed
+    before the response, rolled back when it raises unless the refusal says ``keep``), but run
+    whole on one thread of the write queue: admission, work, commit and hand-over, with no turn of
+    the event loop while the admission is held. With the dependency, the admission is held across
+    four hand-overs between threads and the loop (the route, its response's validation, the
+    commit), each waiting behind whatever else the loop has to do. For the hottest write route (a
+    booking: under load on SQLite, its hold on the writer gate is the server's limit); the route
+    is a coroutine, so its response is validated on the loop after the unit has ended. A
+    cancelled request's unit still runs to its end. Nothing in `work` may wait for the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_GATE_WAITERS, _whole_unit, engine, work)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

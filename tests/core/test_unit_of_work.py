@@ -3,12 +3,13 @@ client hears anything; a refusal rolls them back unless it asks to keep them."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from core.db import read_session
-from core.deps import WriteSessionDep
+from core.deps import EngineDep, WriteSessionDep, run_unit
 from core.errors import Conflict, install_error_handlers
 from core.models import User
 
@@ -35,6 +36,33 @@ def _app(engine) -> FastAPI:  # type: ignore[no-untyped-def]
         session.flush()
         raise Conflict("void", "refused, the trace stays", keep=True)
 
+    # The same three, each run whole on one thread by `run_unit` (a booking's route)
+    @app.post("/unit/ok/{email}", status_code=201)
+    async def unit_ok(email: str, engine: EngineDep) -> dict:
+        def work(session):  # type: ignore[no-untyped-def]
+            session.add(User(email=email, name="kept"))
+            return {"email": email}
+
+        return await run_unit(engine, work)
+
+    @app.post("/unit/refused/{email}")
+    async def unit_refused(email: str, engine: EngineDep) -> dict:
+        def work(session):  # type: ignore[no-untyped-def]
+            session.add(User(email=email, name="rolled back"))
+            session.flush()
+            raise Conflict("nope", "refused after writing")
+
+        return await run_unit(engine, work)
+
+    @app.post("/unit/refused-but-noted/{email}")
+    async def unit_noted(email: str, engine: EngineDep) -> dict:
+        def work(session):  # type: ignore[no-untyped-def]
+            session.add(User(email=email, name="noted"))
+            session.flush()
+            raise Conflict("void", "refused, the trace stays", keep=True)
+
+        return await run_unit(engine, work)
+
     return app
 
 
@@ -43,28 +71,32 @@ def _names(engine) -> list[str]:  # type: ignore[no-untyped-def]
         return sorted(u.name for u in s.exec(select(User).where(User.email.like("uow-%"))).all())  # type: ignore[attr-defined]
 
 
-def test_success_commits_refusal_rolls_back_and_keep_keeps(engine):
+@pytest.mark.parametrize("prefix", ["", "/unit"], ids=["dependency", "run_unit"])
+def test_success_commits_refusal_rolls_back_and_keep_keeps(engine, prefix):
     client = TestClient(_app(engine), raise_server_exceptions=False)
-    assert client.post("/ok/uow-a@example.com").status_code == 201
+    assert client.post(f"{prefix}/ok/uow-a@example.com").status_code == 201
     assert _names(engine) == ["kept"]  # committed before the response
-    r = client.post("/refused/uow-b@example.com")
+    r = client.post(f"{prefix}/refused/uow-b@example.com")
     assert r.status_code == 409 and r.json()["code"] == "nope"
     assert _names(engine) == ["kept"]
-    r = client.post("/refused-but-noted/uow-c@example.com")
+    r = client.post(f"{prefix}/refused-but-noted/uow-c@example.com")
     assert r.status_code == 409
     assert _names(engine) == ["kept", "noted"]
 
 
-def test_a_commit_that_fails_never_answers_success(engine):
+@pytest.mark.parametrize("prefix", ["", "/unit"], ids=["dependency", "run_unit"])
+def test_a_commit_that_fails_never_answers_success(engine, prefix):
     """The commit happens before the response: a write the database refuses at commit time
     (here a duplicate e-mail, only checked when flushed) cannot come back as 201."""
     client = TestClient(_app(engine), raise_server_exceptions=False)
-    assert client.post("/ok/uow-dup@example.com").status_code == 201
-    again = client.post("/ok/uow-dup@example.com")
+    assert client.post(f"{prefix}/ok/uow-dup@example.com").status_code == 201
+    again = client.post(f"{prefix}/ok/uow-dup@example.com")
     assert again.status_code >= 400
+    assert _names(engine) == ["kept"]
 
 
-def test_more_concurrent_writers_than_pool_threads_all_finish(engine):
+@pytest.mark.parametrize("whole", [False, True], ids=["dependency", "run_unit"])
+def test_more_concurrent_writers_than_pool_threads_all_finish(engine, whole):
     """Each unit of work holds SQLite's writer gate from its first statement to its commit; the
     commit must never wait for a request thread while every request thread waits for the gate."""
     import time
@@ -72,12 +104,23 @@ def test_more_concurrent_writers_than_pool_threads_all_finish(engine):
 
     app = _app(engine)
 
-    @app.post("/slow/{email}", status_code=201)
-    def slow(email: str, session: WriteSessionDep) -> dict:
+    def work(session, email: str) -> dict:  # type: ignore[no-untyped-def]
         session.add(User(email=email, name="crowd"))
         session.flush()  # takes the write lock
         time.sleep(0.01)
         return {"email": email}
+
+    if whole:  # more requests than the write queue's threads, too
+
+        @app.post("/slow/{email}", status_code=201)
+        async def slow_unit(email: str, engine: EngineDep) -> dict:
+            return await run_unit(engine, lambda session: work(session, email))
+
+    else:
+
+        @app.post("/slow/{email}", status_code=201)
+        def slow(email: str, session: WriteSessionDep) -> dict:
+            return work(session, email)
 
     started = time.monotonic()
     # one event loop and one request thread pool (40 threads) serve every request, as in the server
