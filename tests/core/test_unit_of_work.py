@@ -14,55 +14,43 @@ from core.errors import Conflict, install_error_handlers
 from core.models import User
 
 
+def _ok(session, email: str) -> dict:  # type: ignore[no-untyped-def]
+    session.add(User(email=email, name="kept"))
+    return {"email": email}
+
+
+def _refused(session, email: str) -> dict:  # type: ignore[no-untyped-def]
+    session.add(User(email=email, name="rolled back"))
+    session.flush()
+    raise Conflict("nope", "refused after writing")
+
+
+def _noted(session, email: str) -> dict:  # type: ignore[no-untyped-def]
+    session.add(User(email=email, name="noted"))
+    session.flush()
+    raise Conflict("void", "refused, the trace stays", keep=True)
+
+
+def _routes(app: FastAPI, path: str, work, status_code: int = 200) -> None:  # type: ignore[no-untyped-def]
+    """`work(session, email)` at `/{path}/{email}` through `WriteSessionDep`, and at
+    `/unit/{path}/{email}` run whole on one thread by `run_unit` (a booking's route)."""
+
+    @app.post(f"/{path}/{{email}}", status_code=status_code)
+    def through_dependency(email: str, session: WriteSessionDep) -> dict:
+        return work(session, email)
+
+    @app.post(f"/unit/{path}/{{email}}", status_code=status_code)
+    async def through_run_unit(email: str, engine: EngineDep) -> dict:
+        return await run_unit(engine, lambda session: work(session, email))
+
+
 def _app(engine) -> FastAPI:  # type: ignore[no-untyped-def]
     app = FastAPI()
     app.state.engine = engine
     install_error_handlers(app)
-
-    @app.post("/ok/{email}", status_code=201)
-    def ok(email: str, session: WriteSessionDep) -> dict:
-        session.add(User(email=email, name="kept"))
-        return {"email": email}
-
-    @app.post("/refused/{email}")
-    def refused(email: str, session: WriteSessionDep) -> dict:
-        session.add(User(email=email, name="rolled back"))
-        session.flush()
-        raise Conflict("nope", "refused after writing")
-
-    @app.post("/refused-but-noted/{email}")
-    def noted(email: str, session: WriteSessionDep) -> dict:
-        session.add(User(email=email, name="noted"))
-        session.flush()
-        raise Conflict("void", "refused, the trace stays", keep=True)
-
-    # The same three, each run whole on one thread by `run_unit` (a booking's route)
-    @app.post("/unit/ok/{email}", status_code=201)
-    async def unit_ok(email: str, engine: EngineDep) -> dict:
-        def work(session):  # type: ignore[no-untyped-def]
-            session.add(User(email=email, name="kept"))
-            return {"email": email}
-
-        return await run_unit(engine, work)
-
-    @app.post("/unit/refused/{email}")
-    async def unit_refused(email: str, engine: EngineDep) -> dict:
-        def work(session):  # type: ignore[no-untyped-def]
-            session.add(User(email=email, name="rolled back"))
-            session.flush()
-            raise Conflict("nope", "refused after writing")
-
-        return await run_unit(engine, work)
-
-    @app.post("/unit/refused-but-noted/{email}")
-    async def unit_noted(email: str, engine: EngineDep) -> dict:
-        def work(session):  # type: ignore[no-untyped-def]
-            session.add(User(email=email, name="noted"))
-            session.flush()
-            raise Conflict("void", "refused, the trace stays", keep=True)
-
-        return await run_unit(engine, work)
-
+    _routes(app, "ok", _ok, 201)
+    _routes(app, "refused", _refused)
+    _routes(app, "refused-but-noted", _noted)
     return app
 
 
@@ -95,37 +83,28 @@ def test_a_commit_that_fails_never_answers_success(engine, prefix):
     assert _names(engine) == ["kept"]
 
 
-@pytest.mark.parametrize("whole", [False, True], ids=["dependency", "run_unit"])
-def test_more_concurrent_writers_than_pool_threads_all_finish(engine, whole):
+@pytest.mark.parametrize("prefix", ["", "/unit"], ids=["dependency", "run_unit"])
+def test_more_concurrent_writers_than_pool_threads_all_finish(engine, prefix):
     """Each unit of work holds SQLite's writer gate from its first statement to its commit; the
-    commit must never wait for a request thread while every request thread waits for the gate."""
+    commit must never wait for a request thread while every request thread waits for the gate
+    (through `run_unit`: more requests than the write queue's threads, too)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     app = _app(engine)
 
-    def work(session, email: str) -> dict:  # type: ignore[no-untyped-def]
+    def slow(session, email: str) -> dict:  # type: ignore[no-untyped-def]
         session.add(User(email=email, name="crowd"))
         session.flush()  # takes the write lock
         time.sleep(0.01)
         return {"email": email}
 
-    if whole:  # more requests than the write queue's threads, too
-
-        @app.post("/slow/{email}", status_code=201)
-        async def slow_unit(email: str, engine: EngineDep) -> dict:
-            return await run_unit(engine, lambda session: work(session, email))
-
-    else:
-
-        @app.post("/slow/{email}", status_code=201)
-        def slow(email: str, session: WriteSessionDep) -> dict:
-            return work(session, email)
+    _routes(app, "slow", slow, 201)
 
     started = time.monotonic()
     # one event loop and one request thread pool (40 threads) serve every request, as in the server
     with TestClient(app, raise_server_exceptions=False) as client, ThreadPoolExecutor(max_workers=80) as pool:
-        codes = list(pool.map(lambda i: client.post(f"/slow/uow-crowd{i}@example.com").status_code, range(120)))
+        codes = list(pool.map(lambda i: client.post(f"{prefix}/slow/uow-crowd{i}@example.com").status_code, range(120)))
     assert codes == [201] * 120
     assert time.monotonic() - started < 25  # far from the 30 s gate timeout a deadlock would hit
     assert _names(engine).count("crowd") == 120
